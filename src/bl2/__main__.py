@@ -1,0 +1,3 @@
+from bl2.cli import app
+
+app()

@@ -1,0 +1,137 @@
+"""`bl2 prepare`: clean, split, train the tokenizer, tokenize, and write DATA_DIR (tokenizer files + tokens.zarr)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bl2.data.corpus import DEV_SUFFIXES, TRAIN_SUFFIXES, SourceFile, find_files, load_sources, split_lines, word_count
+from bl2.errors import UserError, require
+
+MIN_VOCAB, MAX_VOCAB = 260, 65536  # 256 bytes + 3 specials + 1 merge; tokens are stored as uint16
+
+
+@dataclass
+class PrepareConfig:
+    """Options of `bl2 prepare`."""
+
+    corpus_dir: Path  # folder of *.train (or *.txt) files
+    dev_dir: Path  # folder of *.dev (or *.txt) files: the test split
+    out_dir: Path  # DATA_DIR to create
+    vocab_size: int = 16000  # BPE vocabulary size, specials included
+    val_fraction: float = 0.05  # last fraction of the lines of every train file -> val
+    overwrite: bool = False  # replace an existing DATA_DIR
+
+    def __post_init__(self):
+        require(MIN_VOCAB <= self.vocab_size <= MAX_VOCAB, f"--vocab-size must be in [{MIN_VOCAB}, {MAX_VOCAB}] "
+                f"(tokens are stored as uint16), got {self.vocab_size}")
+        require(0.0 < self.val_fraction < 1.0, f"--val-fraction must be in (0, 1), got {self.val_fraction}")
+
+
+def check_output(out_dir: Path, overwrite: bool) -> None:
+    """Refuse an existing output without --overwrite, and an unwritable parent; nothing is touched here."""
+    out_dir = Path(out_dir)
+    require(not out_dir.exists() or overwrite, f"{out_dir} already exists; pass --overwrite to replace it")
+    parent = out_dir.resolve().parent
+    require(parent.is_dir(), f"output parent directory does not exist: {parent}")
+    require(os.access(parent, os.W_OK), f"output directory is not writable: {parent}")
+
+
+def _split_texts(sources: list[SourceFile], val_fraction: float, devs: list[SourceFile]):
+    """{split: [(file name, lines)]}, files in sorted name order."""
+    texts = {"train": [], "val": [], "test": []}
+    for src in sources:
+        train, val = split_lines(src.lines, val_fraction)
+        texts["train"].append((src.path.name, train))
+        texts["val"].append((src.path.name, val))
+    for src in devs:
+        texts["test"].append((src.path.name, src.lines))
+    return texts
+
+
+def _encode_split(encoder, files, progress, task) -> tuple[np.ndarray, list[dict]]:
+    """Each file's lines joined by newlines, a newline between files; every file is encoded on its own
+    (as the reference does), so per-file counts add up to the split's."""
+    parts, rows = [], []
+    for i, (name, lines) in enumerate(files):
+        text = "\n".join(lines) + ("\n" if i < len(files) - 1 else "")
+        ids = encoder.encode(text) if text else []
+        parts.append(np.asarray(ids, dtype=np.uint16))
+        rows.append({"file": name, "lines": len(lines), "words": word_count(lines), "tokens": len(ids)})
+        progress.advance(task, len(text))
+    return (np.concatenate(parts) if parts else np.zeros(0, np.uint16)), rows
+
+
+def prepare(cfg: PrepareConfig) -> dict:
+    """Run the whole preparation; returns the store's attrs. Writes into a temporary folder and renames at
+    the end, so a failure or Ctrl-C never leaves a half-written or half-replaced DATA_DIR."""
+    from bl2 import __version__
+    from bl2.data.store import STORE_NAME, write_store
+    from bl2.data.tokenizer import FastEncoder, save_hf_tokenizer, tokenizer_sha256, train_tokenizer
+    from bl2.progress import console, make_progress
+
+    check_output(cfg.out_dir, cfg.overwrite)
+    sources = load_sources(find_files(cfg.corpus_dir, TRAIN_SUFFIXES, "corpus"))
+    require(bool(sources), f"every training file in {cfg.corpus_dir} is empty")
+    devs = load_sources(find_files(cfg.dev_dir, DEV_SUFFIXES, "dev"))
+    require(bool(devs), f"every dev file in {cfg.dev_dir} is empty")
+    texts = _split_texts(sources, cfg.val_fraction, devs)
+
+    console.print(f"training BPE tokenizer (vocab {cfg.vocab_size}) on {len(sources)} files ...")
+    tok = train_tokenizer((line for src in sources for line in src.lines), cfg.vocab_size)
+    out_dir = Path(cfg.out_dir)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.resolve().parent))
+    try:
+        save_hf_tokenizer(tok, tmp)
+        encoder = FastEncoder(tok)
+        total_chars = sum(len(line) + 1 for files in texts.values() for _, lines in files for line in lines)
+        splits, table = {}, {}
+        with make_progress() as progress:
+            task = progress.add_task("tokenizing", total=total_chars)
+            for name, files in texts.items():
+                splits[name], table[name] = _encode_split(encoder, files, progress, task)
+        attrs = {
+            "bl2_token_store": 1,
+            "vocab_size": tok.get_vocab_size(),
+            "tokenizer_sha256": tokenizer_sha256(tmp),
+            "val_fraction": cfg.val_fraction,
+            "files": table,
+            "corpus_dir": str(Path(cfg.corpus_dir).resolve()),
+            "dev_dir": str(Path(cfg.dev_dir).resolve()),
+            "bl2_version": __version__,
+        }
+        write_store(tmp / STORE_NAME, splits, attrs)
+        if out_dir.exists():  # only reached with --overwrite, and only once the new data is complete
+            shutil.rmtree(out_dir)
+        tmp.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    print_table(attrs | {"splits": {n: {"n_tokens": int(len(a))} for n, a in splits.items()}})
+    return attrs
+
+
+def print_table(attrs: dict) -> None:
+    """Per-file and per-split lines/words/tokens, as stored in the token store's attrs."""
+    from rich.table import Table
+
+    from bl2.progress import console
+
+    table = Table(title=f"token store (vocab {attrs['vocab_size']})")
+    for col in ("split", "file", "lines", "words", "tokens"):
+        table.add_column(col, justify="right" if col in ("lines", "words", "tokens") else "left")
+    for split, rows in attrs["files"].items():
+        for r in rows:
+            table.add_row(split, r["file"], f"{r['lines']:,}", f"{r['words']:,}", f"{r['tokens']:,}")
+        lines, words = sum(r["lines"] for r in rows), sum(r["words"] for r in rows)
+        n_tokens = attrs["splits"][split]["n_tokens"]
+        table.add_row(f"[bold]{split}", "[bold]all", f"{lines:,}", f"{words:,}", f"[bold]{n_tokens:,}", end_section=True)
+    console.print(table)
+
+
+__all__ = ["PrepareConfig", "prepare", "print_table", "UserError"]

@@ -1,0 +1,71 @@
+"""DATA_DIR/tokens.zarr: the token store. 1-D uint16 arrays `train`, `val`, `test` plus provenance attrs."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+
+from bl2.errors import UserError, require
+
+SPLITS = ("train", "val", "test")
+STORE_NAME = "tokens.zarr"
+CHUNK_TOKENS = 1 << 20
+
+
+def compressors():
+    """Blosc zstd with byte shuffle, then a crc32c checksum so a flipped bit is an error, not silent corruption."""
+    from zarr.codecs import BloscCodec, Crc32cCodec
+
+    return [BloscCodec(cname="zstd", clevel=5, shuffle="shuffle"), Crc32cCodec()]
+
+
+def token_sha256(tokens: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(tokens, dtype="<u2").tobytes()).hexdigest()
+
+
+def write_store(path: Path, splits: dict[str, np.ndarray], attrs: dict) -> None:
+    import zarr
+
+    group = zarr.open_group(str(path), mode="w")
+    split_attrs = {}
+    for name in SPLITS:
+        tokens = splits[name].astype(np.uint16, copy=False)
+        chunk = max(1, min(CHUNK_TOKENS, len(tokens)))
+        arr = group.create_array(name, shape=tokens.shape, chunks=(chunk,), dtype="uint16", compressors=compressors())
+        if len(tokens):
+            arr[:] = tokens
+        split_attrs[name] = {"n_tokens": int(len(tokens)), "sha256": token_sha256(tokens)}
+    group.attrs.update({**attrs, "splits": split_attrs})
+
+
+class TokenStore:
+    """Read access to a prepared DATA_DIR: tokens per split, attrs, and the tokenizer files next to it."""
+
+    def __init__(self, data_dir: Path | str):
+        import zarr
+
+        self.data_dir = Path(data_dir)
+        path = self.data_dir / STORE_NAME
+        require(self.data_dir.is_dir(), f"data directory not found: {self.data_dir}")
+        require(path.is_dir(), f"{self.data_dir} has no {STORE_NAME}: run `bl2 prepare` first")
+        try:
+            self.group = zarr.open_group(str(path), mode="r")
+            self.attrs = dict(self.group.attrs)
+        except Exception as e:  # a garbled store is a user-level problem
+            raise UserError(f"cannot read token store {path}: {e}") from None
+        require("vocab_size" in self.attrs, f"{path} is not a bl2 token store (no vocab_size attribute)")
+        self.vocab_size = int(self.attrs["vocab_size"])
+        self.tokenizer_sha256 = self.attrs["tokenizer_sha256"]
+
+    def split(self, name: str) -> np.ndarray:
+        """All tokens of a split as a uint16 numpy array (checksums verified on read)."""
+        require(name in SPLITS, f"unknown split {name!r}; choose one of {', '.join(SPLITS)}")
+        return self.group[name][:]
+
+    def split_sha256(self, name: str) -> str:
+        return self.attrs["splits"][name]["sha256"]
+
+    def n_tokens(self, name: str) -> int:
+        return int(self.attrs["splits"][name]["n_tokens"])

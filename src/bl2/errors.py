@@ -1,0 +1,11 @@
+"""User-facing errors: the CLI turns these into one line on stderr and exit code 2."""
+
+
+class UserError(Exception):
+    """A mistake the user can fix (bad path, mismatched artefacts, bad option). Never a bug in bl2."""
+
+
+def require(cond: bool, message: str) -> None:
+    """Raise UserError(message) unless cond holds."""
+    if not cond:
+        raise UserError(message)

@@ -1,0 +1,1 @@
+"""Models: named Llama presets, and run dirs that are Hugging Face model dirs (weights + config + tokenizer)."""

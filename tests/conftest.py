@@ -1,0 +1,61 @@
+"""Shared fixtures: a small corpus written by the tests, a prepared DATA dir, and a debug-preset model dir."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+SUBJECTS = ["the dog", "the cat", "a bird", "my mom", "the baby", "daddy", "the boys", "we", "you", "they"]
+VERBS = ["sees", "likes", "wants", "eats", "finds", "has", "takes", "makes", "gets", "holds"]
+OBJECTS = ["the ball", "a cookie", "the milk", "some toys", "the book", "a red cup", "the blue car", "it"]
+EXTRAS = ["today", "now", "again", "in the park", "at home", "with me", "", "", ""]
+SOURCES = ["childes", "bnc_spoken", "gutenberg", "simple_wiki"]
+
+
+def make_lines(rng: random.Random, n: int) -> list[str]:
+    lines = []
+    for _ in range(n):
+        s = f"{rng.choice(SUBJECTS)} {rng.choice(VERBS)} {rng.choice(OBJECTS)} {rng.choice(EXTRAS)}".strip()
+        lines.append(s[0].upper() + s[1:] + rng.choice([".", "?", "!", " ."]))
+    return lines
+
+
+def write_corpus(root: Path, n_train: int = 400, n_dev: int = 100, seed: int = 0) -> tuple[Path, Path]:
+    """corpus/{source}.train and dev/{source}.dev files of simple generated sentences."""
+    rng = random.Random(seed)
+    corpus, dev = root / "corpus", root / "dev"
+    corpus.mkdir(parents=True)
+    dev.mkdir(parents=True)
+    for src in SOURCES:
+        (corpus / f"{src}.train").write_text("\n".join(make_lines(rng, n_train)) + "\n")
+        (dev / f"{src}.dev").write_text("\n".join(make_lines(rng, n_dev)) + "\n")
+    return corpus, dev
+
+
+@pytest.fixture(scope="session")
+def corpus_dirs(tmp_path_factory) -> tuple[Path, Path]:
+    return write_corpus(tmp_path_factory.mktemp("corpus"))
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory, corpus_dirs) -> Path:
+    """A prepared DATA dir (vocab 400) shared by the whole session: treat it as read-only."""
+    from bl2.data.prepare import PrepareConfig, prepare
+
+    out = tmp_path_factory.mktemp("prepared") / "DATA"
+    prepare(PrepareConfig(corpus_dirs[0], corpus_dirs[1], out, vocab_size=400))
+    return out
+
+
+@pytest.fixture(scope="session")
+def debug_model_dir(tmp_path_factory, data_dir) -> Path:
+    """An untrained debug-preset model dir with the DATA tokenizer (seed 0): treat it as read-only."""
+    from bl2.data.store import TokenStore
+    from bl2.model.io import build_model, save_model_dir
+
+    out = tmp_path_factory.mktemp("models") / "debug0"
+    model = build_model("debug", TokenStore(data_dir).vocab_size, seq_len=128, seed=0)
+    save_model_dir(model, out, data_dir)
+    return out
