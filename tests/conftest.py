@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+import bl2  # noqa: F401  (first: sets OMP_WAIT_POLICY before any test module imports torch)
+
 SUBJECTS = ["the dog", "the cat", "a bird", "my mom", "the baby", "daddy", "the boys", "we", "you", "they"]
 VERBS = ["sees", "likes", "wants", "eats", "finds", "has", "takes", "makes", "gets", "holds"]
 OBJECTS = ["the ball", "a cookie", "the milk", "some toys", "the book", "a red cup", "the blue car", "it"]
@@ -59,3 +61,23 @@ def debug_model_dir(tmp_path_factory, data_dir) -> Path:
     model = build_model("debug", TokenStore(data_dir).vocab_size, seq_len=128, seed=0)
     save_model_dir(model, out, data_dir)
     return out
+
+
+def run_cli(*args: str):
+    """Run the bl2 CLI in-process; returns click's Result (exit_code, stdout, stderr)."""
+    from typer.testing import CliRunner
+
+    from bl2.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def assert_user_error(result, *fragments: str) -> None:
+    """Exit code 2, exactly one `error:` line on stderr containing every fragment (warnings may precede it),
+    no traceback."""
+    assert result.exit_code == 2, (result.exit_code, result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr + result.stdout
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and result.stderr.rstrip().endswith(lines[0]), result.stderr
+    for frag in fragments:
+        assert frag in lines[0], (frag, lines[0])

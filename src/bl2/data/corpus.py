@@ -1,4 +1,7 @@
-"""Finding, reading and splitting corpus files: every train file is split by lines (95/5), dev files are the test split."""
+"""Finding, reading and splitting corpus files.
+
+Every train file is split by lines (95/5); dev files are the test split.
+"""
 
 from __future__ import annotations
 
@@ -38,7 +41,8 @@ def read_utf8(path: Path) -> str:
         return raw.decode("utf-8")
     except UnicodeDecodeError as e:
         line = raw.count(b"\n", 0, e.start) + 1
-        raise UserError(f"{path}: line {line} is not valid UTF-8 (byte 0x{raw[e.start]:02x} at offset {e.start})") from None
+        bad = f"byte 0x{raw[e.start]:02x} at offset {e.start}"
+        raise UserError(f"{path}: line {line} is not valid UTF-8 ({bad})") from None
 
 
 def load_sources(files: list[Path]) -> list[SourceFile]:

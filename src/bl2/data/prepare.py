@@ -130,7 +130,8 @@ def print_table(attrs: dict) -> None:
             table.add_row(split, r["file"], f"{r['lines']:,}", f"{r['words']:,}", f"{r['tokens']:,}")
         lines, words = sum(r["lines"] for r in rows), sum(r["words"] for r in rows)
         n_tokens = attrs["splits"][split]["n_tokens"]
-        table.add_row(f"[bold]{split}", "[bold]all", f"{lines:,}", f"{words:,}", f"[bold]{n_tokens:,}", end_section=True)
+        table.add_row(f"[bold]{split}", "[bold]all", f"{lines:,}", f"{words:,}", f"[bold]{n_tokens:,}",
+                      end_section=True)
     console.print(table)
 
 

@@ -36,8 +36,11 @@ def copy_tokenizer(src_dir: Path, dst_dir: Path) -> None:
 
 def save_model_dir(model, out_dir: Path, tokenizer_dir: Path) -> None:
     """Weights (safetensors) + config.json + generation config + the tokenizer files, at the dir's root."""
+    from transformers.utils import logging as hf_logging
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    hf_logging.disable_progress_bar()  # one bar per save is noise in training logs
     model.save_pretrained(str(out_dir), safe_serialization=True)
     copy_tokenizer(tokenizer_dir, out_dir)
 

@@ -1,0 +1,96 @@
+"""The resolved configuration of a training run (pretrain or distill), with one-line field docs and checks."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from bl2.errors import UserError, require
+from bl2.model.presets import PRESETS, SEQ_LEN, TRAIN_DEFAULTS
+
+KL_REDUCTIONS = ("sequence", "token")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that determines a run's result. `--resume` refuses a run dir whose config differs."""
+
+    preset: str  # model preset: debug | tiny | 16m | 345m
+    seed: int = 0  # weight init, data order and window offsets
+    epochs: int | None = None  # passes over the training windows (default: the preset's)
+    lr: float | None = None  # peak learning rate (default: the preset's)
+    batch_size: int | None = None  # sequences per optimizer step (default: the preset's)
+    grad_accum: int | None = None  # micro-batches per step; batch_size must divide evenly (default: preset's)
+    warmup: int | None = None  # linear warm-up steps, then cosine decay to 0 (default: the preset's)
+    weight_decay: float | None = None  # AdamW decay on matrices only (default: the preset's)
+    max_steps: int | None = None  # stop after this many optimizer steps (the schedule spans them)
+    seq_len: int = SEQ_LEN  # tokens per training window (inputs); windows hold seq_len + 1 tokens
+    grad_clip: float = 1.0  # max global gradient norm (0 = off)
+    betas: tuple[float, float] = (0.9, 0.999)  # AdamW betas (HF Trainer defaults, as in the reference)
+    eps: float = 1e-8  # AdamW epsilon
+    eval_batch_size: int = 64  # sequences per validation forward
+    log_every: int = 10  # optimizer steps between log lines / metrics rows
+    ckpt_every: int = 200  # optimizer steps between checkpoints (and one at every epoch end)
+    keep_checkpoints: int = 2  # newest step checkpoints kept on disk
+    compile: bool = False  # torch.compile the student
+    # distillation (alpha = 1 and no target source = plain pretraining)
+    alpha: float = 1.0  # weight of CE; (1 - alpha) * T^2 weighs the KL term
+    temperature: float = 1.0  # distillation temperature T
+    kl_reduction: str = "sequence"  # sequence: KL summed over positions, mean over sequences (reference); token: mean
+    shuffle_buffer: int = 8192  # windows shuffled together (cache sources read shard-sized blocks)
+
+    def __post_init__(self):
+        require(self.preset in PRESETS, f"unknown preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
+        d = TRAIN_DEFAULTS[self.preset]
+        for name in ("epochs", "lr", "batch_size", "grad_accum", "warmup", "weight_decay"):
+            if getattr(self, name) is None:
+                setattr(self, name, getattr(d, name))
+        self.betas = tuple(self.betas)
+        require(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
+        require(self.lr > 0, f"lr must be > 0, got {self.lr}")
+        require(self.batch_size >= 1 and self.grad_accum >= 1, "batch_size and grad_accum must be >= 1")
+        require(self.batch_size % self.grad_accum == 0,
+                f"batch_size {self.batch_size} is not divisible by grad_accum {self.grad_accum}")
+        require(self.warmup >= 0 and self.weight_decay >= 0, "warmup and weight_decay must be >= 0")
+        require(self.max_steps is None or self.max_steps >= 1, f"max_steps must be >= 1, got {self.max_steps}")
+        require(self.seq_len >= 2, f"seq_len must be >= 2, got {self.seq_len}")
+        require(0.0 <= self.alpha <= 1.0, f"alpha must be in [0, 1], got {self.alpha}")
+        require(self.temperature > 0, f"temperature must be > 0, got {self.temperature}")
+        require(self.kl_reduction in KL_REDUCTIONS, f"kl_reduction must be one of {', '.join(KL_REDUCTIONS)}")
+        require(self.log_every >= 1 and self.ckpt_every >= 1 and self.keep_checkpoints >= 1,
+                "log_every, ckpt_every and keep_checkpoints must be >= 1")
+        require(self.shuffle_buffer >= 1, "shuffle_buffer must be >= 1")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["betas"] = list(self.betas)
+        return d
+
+    @classmethod
+    def from_sources(cls, preset: str, file: Path | None, overrides: dict) -> TrainConfig:
+        """Preset defaults, then a YAML file's values, then explicit command-line values (None = not given)."""
+        values = load_yaml(file) if file else {}
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        values.setdefault("preset", preset)
+        if preset is not None:
+            values["preset"] = preset
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        require(not unknown, f"unknown config keys: {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+        try:
+            return cls(**values)
+        except TypeError as e:
+            raise UserError(f"bad config: {e}") from None
+
+
+def load_yaml(path: Path) -> dict:
+    import yaml
+
+    path = Path(path)
+    require(path.is_file(), f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise UserError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    require(isinstance(data, dict), f"{path}: expected a mapping of config keys")
+    return {k.replace("-", "_"): v for k, v in data.items()}

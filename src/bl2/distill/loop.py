@@ -1,0 +1,152 @@
+"""The one training loop. Pretraining, distillation from a cache and online distillation differ only in the
+window source and the objective handed to `fit`.
+
+AdamW (decay on matrices only), linear warm-up then cosine decay to 0, gradient clipping and accumulation,
+bf16 autocast on CUDA / fp32 on CPU. Validation CE at every epoch end; the best-validation weights are kept
+and become the final model (the reference's load_best_model_at_end). `.item()` only on log steps.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from bl2.distill import checkpoint
+from bl2.distill.config import TrainConfig
+from bl2.distill.sources import Prefetcher
+
+
+@dataclass
+class Plan:
+    """Step accounting of a run."""
+
+    steps_per_epoch: int
+    total_steps: int
+
+    @classmethod
+    def of(cls, cfg: TrainConfig, n_windows: int) -> Plan:
+        from bl2.errors import require
+
+        spe = n_windows // cfg.batch_size
+        require(spe >= 1, f"{n_windows} training windows are fewer than one batch of {cfg.batch_size}")
+        return cls(spe, cfg.max_steps if cfg.max_steps else cfg.epochs * spe)
+
+
+def lr_at(step: int, cfg: TrainConfig, total: int) -> float:
+    """Linear warm-up from 0 over `warmup` steps, then cosine decay to 0 at `total` (HF's cosine schedule).
+    The schedule is a pure function of the step, so the checkpointed step is its whole state."""
+    if step < cfg.warmup:
+        return cfg.lr * step / max(1, cfg.warmup)
+    progress = (step - cfg.warmup) / max(1, total - cfg.warmup)
+    return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def make_optimizer(model, cfg: TrainConfig) -> torch.optim.AdamW:
+    """Weight decay on matrices (embeddings, projections); none on norms and biases."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, fused=False, foreach=False)
+
+
+def fit(model, cfg: TrainConfig, source, objective, val_windows: np.ndarray, run, device: str, autocast=None):
+    """Train `model` in place; `run` (a RunDir) receives metrics, checkpoints and the final model.
+    Returns the summary dict (best validation CE and its step)."""
+    from bl2.eval.loss import windows_ce
+    from bl2.progress import console, make_progress
+
+    plan = Plan.of(cfg, source.n_windows)
+    optimizer = make_optimizer(model, cfg)
+    state = {"step": 0, "best_val_ce": None, "best_step": None}
+    resume_from = run.resume_checkpoint()
+    if resume_from is not None:
+        state = checkpoint.load(resume_from, model, optimizer)
+        run.truncate_metrics(state["step"])
+        run.log({"event": "resume", "step": state["step"], "checkpoint": resume_from.name})
+    train_model = torch.compile(model) if cfg.compile else model
+    amp = (lambda: torch.autocast(device, dtype=autocast)) if autocast else nullcontext
+
+    def validate(step: int) -> float:
+        model.eval()
+        val_ce = windows_ce(lambda ids: train_model(input_ids=ids).logits, val_windows, cfg.eval_batch_size,
+                            device, autocast)
+        model.train()
+        row = {"step": step, "epoch": step / plan.steps_per_epoch, "val_ce": val_ce, "val_ppl": math.exp(val_ce)}
+        if state["best_val_ce"] is None or val_ce < state["best_val_ce"]:
+            state.update(best_val_ce=val_ce, best_step=step)
+            checkpoint.save_best(run.path, model, {"step": step, "val_ce": val_ce})
+        run.log(row | {"best_val_ce": state["best_val_ce"]})
+        console.print(f"[bold]step {step}/{plan.total_steps}  val CE {val_ce:.4f}  (ppl {math.exp(val_ce):.1f})"
+                      f"  best {state['best_val_ce']:.4f} @ {state['best_step']}")
+        return val_ce
+
+    start = state["step"]
+    steps = [(s // plan.steps_per_epoch, s % plan.steps_per_epoch) for s in range(start, plan.total_steps)]
+    prefetch = Prefetcher(source, steps, cfg.batch_size)
+    tokens_per_step = cfg.batch_size * cfg.seq_len
+    model.train()
+    t0, window_t0, window_steps = time.perf_counter(), time.perf_counter(), 0
+    ce_acc = torch.zeros((), device=device)
+    kl_acc = torch.zeros((), device=device)
+    has_kl = False
+    try:
+        with make_progress("steps") as bar:
+            task = bar.add_task("training", total=plan.total_steps, completed=start)
+            for step in range(start, plan.total_steps):
+                batch = prefetch.get().to(device)
+                lr = lr_at(step, cfg, plan.total_steps)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                for micro in batch.split(cfg.grad_accum):
+                    with amp():
+                        logits = train_model(input_ids=micro.input_ids[:, :-1]).logits
+                    parts = objective(logits, micro)
+                    (parts.total / cfg.grad_accum).backward()
+                    ce_acc += parts.ce.detach() / cfg.grad_accum
+                    if parts.kl is not None:
+                        kl_acc += parts.kl.detach() / cfg.grad_accum
+                        has_kl = True
+                if cfg.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                done = step + 1
+                window_steps += 1
+                bar.advance(task)
+                if done % cfg.log_every == 0 or done == plan.total_steps:
+                    elapsed = time.perf_counter() - window_t0
+                    tps = window_steps * tokens_per_step / elapsed
+                    eta = (plan.total_steps - done) * elapsed / window_steps
+                    row = {"step": done, "epoch": done / plan.steps_per_epoch, "lr": lr,
+                           "ce": float(ce_acc) / window_steps, "tokens_per_s": tps,
+                           "elapsed_s": time.perf_counter() - t0}
+                    if has_kl:
+                        row["kl"] = float(kl_acc) / window_steps
+                    run.log(row)
+                    kl_txt = f"  KL {row['kl']:.4f}" if has_kl else ""
+                    console.print(f"step {done}/{plan.total_steps}  CE {row['ce']:.4f}{kl_txt}  lr {lr:.2e}"
+                                  f"  {tps:,.0f} tok/s  ETA {eta / 60:.1f} min")
+                    ce_acc.zero_()
+                    kl_acc.zero_()
+                    window_t0, window_steps = time.perf_counter(), 0
+                epoch_end = done % plan.steps_per_epoch == 0
+                if epoch_end or done == plan.total_steps:
+                    validate(done)
+                state["step"] = done
+                if done % cfg.ckpt_every == 0 or epoch_end or done == plan.total_steps:
+                    checkpoint.save(run.path, done, model, optimizer, state | {"epoch": done / plan.steps_per_epoch},
+                                    cfg.keep_checkpoints)
+    finally:
+        prefetch.close()
+    best = checkpoint.load_best(run.path, model)
+    summary = {"event": "done", "step": state["step"], "best_step": state["best_step"],
+               "best_val_ce": state["best_val_ce"], "train_s": time.perf_counter() - t0}
+    run.log(summary)
+    run.save_final(model)
+    console.print(f"final model = best validation weights (step {best and best['step']}) -> {run.path}")
+    return summary

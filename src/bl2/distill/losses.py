@@ -1,0 +1,73 @@
+"""Distillation losses (DESIGN §6). Shapes: B batch, L positions, V vocabulary, K head size / sample slots.
+
+The student is always normalised over the full vocabulary: lq = log_softmax(z / T). Every KL function
+returns the per-position KL [B, L]; `reduce_kl` applies the chosen reduction and `combine` the weighting
+alpha * CE + (1 - alpha) * T^2 * KL.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def ce_loss(logits_BLV: torch.Tensor, labels_BL: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over all label positions (fp32)."""
+    return F.cross_entropy(logits_BLV.float().flatten(0, 1), labels_BL.flatten())
+
+
+def student_logprobs(logits_BLV: torch.Tensor, temperature: float) -> torch.Tensor:
+    return torch.log_softmax(logits_BLV.float() / temperature, dim=-1)
+
+
+def teacher_logprobs_at(logp_BLV: torch.Tensor, temperature: float) -> torch.Tensor:
+    """p_T from T=1 log-probs: log_softmax(logp / T) (temperature applied to the combined ensemble)."""
+    logp_BLV = logp_BLV.float()
+    return logp_BLV if temperature == 1.0 else torch.log_softmax(logp_BLV / temperature, dim=-1)
+
+
+def kl_full(lq_BLV: torch.Tensor, lp_BLV: torch.Tensor) -> torch.Tensor:
+    """KL(p || q) over the full vocabulary, per position; p and q given as log-probs."""
+    return torch.sum(torch.exp(lp_BLV) * (lp_BLV - lq_BLV), dim=-1)
+
+
+def topk_targets(logp_BLK: torch.Tensor, logz_BL: torch.Tensor | None, temperature: float):
+    """Head log-targets lt_i = logp_i / T - logZ_T and the tail mass t_R = 1 - sum t_i (clamped >= 0)."""
+    lt_BLK = logp_BLK.float() / temperature
+    if logz_BL is not None:
+        lt_BLK = lt_BLK - logz_BL.float().unsqueeze(-1)
+    t_R = torch.clamp(1.0 - torch.exp(lt_BLK).sum(-1), min=0.0)
+    return lt_BLK, t_R
+
+
+def kl_topk(lq_BLV: torch.Tensor, ids_BLK: torch.Tensor, lt_BLK: torch.Tensor, t_R: torch.Tensor) -> torch.Tensor:
+    """KL over the k head outcomes plus one tail bucket. The student's tail log-mass is a logsumexp over the
+    tokens outside the head (not log(1 - sum), which cancels catastrophically when the head holds most mass).
+    Head gradients then equal full-KD gradients exactly; the tail is matched in aggregate."""
+    lq_head = lq_BLV.gather(-1, ids_BLK)
+    lq_tail = torch.logsumexp(lq_BLV.scatter(-1, ids_BLK, float("-inf")), dim=-1)
+    head = torch.sum(torch.exp(lt_BLK) * (lt_BLK - lq_head), dim=-1)
+    tail = torch.xlogy(t_R, t_R) - t_R * lq_tail
+    return head + tail
+
+
+def kl_sample(lq_BLV: torch.Tensor, ids_BLS: torch.Tensor, counts_BLS: torch.Tensor, n_draws: int) -> torch.Tensor:
+    """Sparse Logit Sampling: targets t_i = count_i / n_draws (unbiased for p_T); empty slots (count 0) add 0."""
+    t_BLS = counts_BLS.float() / n_draws
+    lq_s = lq_BLV.gather(-1, ids_BLS)
+    return torch.sum(torch.xlogy(t_BLS, t_BLS) - t_BLS * lq_s, dim=-1)
+
+
+def reduce_kl(kl_BL: torch.Tensor, reduction: str) -> torch.Tensor:
+    """sequence: sum over positions, mean over sequences (the reference's KLDivLoss batchmean on [B, L, V],
+    so ~L times a per-token KL); token: mean over all positions."""
+    if reduction == "sequence":
+        return kl_BL.sum(-1).mean()
+    assert reduction == "token", reduction
+    return kl_BL.mean()
+
+
+def combine(ce: torch.Tensor, kl: torch.Tensor | None, alpha: float, temperature: float) -> torch.Tensor:
+    if kl is None:
+        return ce
+    return alpha * ce + (1.0 - alpha) * temperature**2 * kl
