@@ -66,46 +66,202 @@ def prepare(
 
 
 # ----------------------------------------------------------------------------------------------- pretrain
+ENSEMBLE_RULES = {"logit-mean": "logit_mean", "prob-mean": "prob_mean", "logit_mean": "logit_mean",
+                  "prob_mean": "prob_mean"}
+
+# Options shared by pretrain and distill. None means "not given": the YAML file, then the preset, decide.
 DeviceOpt = Annotated[str, typer.Option(help="auto (cuda, then mps, then cpu) | cpu | cuda | mps.")]
+PresetOpt = Annotated[str, typer.Option(help="Model preset: debug | tiny | 16m | 345m.")]
+OutOpt = Annotated[Path, typer.Option(help="Run dir; becomes the final Hugging Face model dir.")]
+SeedOpt = Annotated[int | None, typer.Option(help="Seed of init, data order and window offsets (default 0).")]
+EpochsOpt = Annotated[int | None, typer.Option(help="Passes over the training windows (preset default).")]
+LrOpt = Annotated[float | None, typer.Option(help="Peak learning rate (preset default).")]
+BatchOpt = Annotated[int | None, typer.Option(help="Sequences per optimizer step (preset default).")]
+AccumOpt = Annotated[int | None, typer.Option(help="Micro-batches per step (preset default).")]
+WarmupOpt = Annotated[int | None, typer.Option(help="Linear warm-up steps before cosine decay (preset default).")]
+WdOpt = Annotated[float | None, typer.Option(help="AdamW decay on matrices (preset default).")]
+MaxStepsOpt = Annotated[int | None, typer.Option(help="Optimizer steps in total (overrides epochs).")]
+LogEveryOpt = Annotated[int | None, typer.Option(help="Steps between log lines (default 10).")]
+CkptOpt = Annotated[int | None, typer.Option(help="Steps between checkpoints (default 200).")]
+CompileOpt = Annotated[bool | None, typer.Option("--compile", help="torch.compile the model.")]
+ConfigOpt = Annotated[Path | None, typer.Option(help="YAML file of config keys (command-line values win).")]
+ResumeOpt = Annotated[bool, typer.Option(help="Continue from the newest checkpoint in --out.")]
+OverwriteOpt = Annotated[bool, typer.Option(help="Replace an existing run dir.")]
 
 
-def train_overrides(**values) -> dict:
-    """Command-line training options; None means "not given" (the YAML file or the preset decides)."""
-    return {k: v for k, v in values.items() if v is not None}
+def train_config(preset: str, config: Path | None, **values):
+    """Preset defaults < YAML file < command line."""
+    from bl2.distill.config import TrainConfig
+
+    return TrainConfig.from_sources(preset, config, {k: v for k, v in values.items() if v is not None})
 
 
 @app.command()
 @user_errors
 def pretrain(
     data: Annotated[Path, typer.Option(help="Prepared DATA_DIR (from `bl2 prepare`).")],
-    preset: Annotated[str, typer.Option(help="Model preset: debug | tiny | 16m | 345m.")],
-    out: Annotated[Path, typer.Option(help="Run dir; becomes the final Hugging Face model dir.")],
-    seed: Annotated[int | None, typer.Option(help="Seed of init, data order and window offsets (default 0).")] = None,
-    epochs: Annotated[int | None, typer.Option(help="Passes over the training windows (preset default).")] = None,
-    lr: Annotated[float | None, typer.Option(help="Peak learning rate (preset default).")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Sequences per optimizer step (preset default).")] = None,
-    grad_accum: Annotated[int | None, typer.Option(help="Micro-batches per step (preset default).")] = None,
-    warmup: Annotated[int | None, typer.Option(help="Linear warm-up steps before cosine decay (preset default).")] = None,
-    weight_decay: Annotated[float | None, typer.Option(help="AdamW decay on matrices (preset default).")] = None,
-    max_steps: Annotated[int | None, typer.Option(help="Optimizer steps in total (overrides epochs).")] = None,
-    log_every: Annotated[int | None, typer.Option(help="Steps between log lines (default 10).")] = None,
-    ckpt_every: Annotated[int | None, typer.Option(help="Steps between checkpoints (default 200).")] = None,
-    compile: Annotated[bool | None, typer.Option("--compile", help="torch.compile the model.")] = None,
-    config: Annotated[Path | None, typer.Option(help="YAML file of config keys (command-line values win).")] = None,
-    resume: Annotated[bool, typer.Option(help="Continue from the newest checkpoint in --out.")] = False,
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing run dir.")] = False,
+    preset: PresetOpt,
+    out: OutOpt,
+    seed: SeedOpt = None,
+    epochs: EpochsOpt = None,
+    lr: LrOpt = None,
+    batch_size: BatchOpt = None,
+    grad_accum: AccumOpt = None,
+    warmup: WarmupOpt = None,
+    weight_decay: WdOpt = None,
+    max_steps: MaxStepsOpt = None,
+    log_every: LogEveryOpt = None,
+    ckpt_every: CkptOpt = None,
+    compile: CompileOpt = None,
+    config: ConfigOpt = None,
+    resume: ResumeOpt = False,
+    overwrite: OverwriteOpt = False,
     device: DeviceOpt = "auto",
 ):
     """Pretrain a Llama preset from scratch with cross-entropy (a teacher, or a no-distillation baseline)."""
-    from bl2.distill.config import TrainConfig
     from bl2.distill.run import pretrain as run
 
-    cfg = TrainConfig.from_sources(preset, config, train_overrides(
-        seed=seed, epochs=epochs, lr=lr, batch_size=batch_size, grad_accum=grad_accum, warmup=warmup,
-        weight_decay=weight_decay, max_steps=max_steps, log_every=log_every, ckpt_every=ckpt_every, compile=compile))
+    cfg = train_config(preset, config, seed=seed, epochs=epochs, lr=lr, batch_size=batch_size, grad_accum=grad_accum,
+                       warmup=warmup, weight_decay=weight_decay, max_steps=max_steps, log_every=log_every,
+                       ckpt_every=ckpt_every, compile=compile)
     run(cfg, data, out, resume=resume, overwrite=overwrite, device=device)
 
+
+# ----------------------------------------------------------------------------------------------- distill
+@app.command()
+@user_errors
+def distill(
+    preset: PresetOpt,
+    out: OutOpt,
+    cache: Annotated[Path | None, typer.Option(help="Logit cache from `bl2 cache-logits`.")] = None,
+    teachers: Annotated[str | None, typer.Option(help="Online baseline: teacher dirs T1,T2 run live.")] = None,
+    data: Annotated[Path | None, typer.Option(help="DATA_DIR (default: the one recorded in the cache).")] = None,
+    alpha: Annotated[float, typer.Option(help="Weight of CE; (1 - alpha) * T^2 weighs the KL.")] = 0.5,
+    temperature: Annotated[float, typer.Option(help="Distillation temperature (topk: from the cache's grid).")] = 1.0,
+    kl_reduction: Annotated[str, typer.Option(help="sequence (summed over positions, as the reference) | token.")] = (
+        "sequence"
+    ),
+    ensemble: Annotated[str, typer.Option(help="Online teachers: logit-mean (the paper) | prob-mean.")] = "logit-mean",
+    cache_in_memory: Annotated[str, typer.Option(help="auto (if it fits half the free RAM) | yes | no.")] = "auto",
+    shuffle_buffer: Annotated[int | None, typer.Option(help="Windows shuffled together (default 8192).")] = None,
+    seed: SeedOpt = None,
+    epochs: EpochsOpt = None,
+    lr: LrOpt = None,
+    batch_size: BatchOpt = None,
+    grad_accum: AccumOpt = None,
+    warmup: WarmupOpt = None,
+    weight_decay: WdOpt = None,
+    max_steps: MaxStepsOpt = None,
+    log_every: LogEveryOpt = None,
+    ckpt_every: CkptOpt = None,
+    compile: CompileOpt = None,
+    config: ConfigOpt = None,
+    resume: ResumeOpt = False,
+    overwrite: OverwriteOpt = False,
+    device: DeviceOpt = "auto",
+):
+    """Train a student on alpha * CE + (1 - alpha) * T^2 * KL(teachers || student), from a cache or live."""
+    from bl2.distill.run import distill as run
+
+    cfg = train_config(preset, config, seed=seed, epochs=epochs, lr=lr, batch_size=batch_size, grad_accum=grad_accum,
+                       warmup=warmup, weight_decay=weight_decay, max_steps=max_steps, log_every=log_every,
+                       ckpt_every=ckpt_every, compile=compile, alpha=alpha, temperature=temperature,
+                       kl_reduction=kl_reduction, shuffle_buffer=shuffle_buffer)
+    rule = ENSEMBLE_RULES.get(ensemble)
+    if rule is None:
+        raise UserError(f"unknown --ensemble {ensemble!r}; choose logit-mean or prob-mean")
+    run(cfg, out, cache=cache, teachers=[Path(t) for t in split_list(teachers)] if teachers else None,
+        data_dir=data, ensemble=rule, cache_in_memory=cache_in_memory, resume=resume, overwrite=overwrite,
+        device=device)
+
+
 # ----------------------------------------------------------------------------------------------- cache-logits
+
+def parse_floats(value: str | None, option: str) -> list[float] | None:
+    if value is None:
+        return None
+    try:
+        return [float(v) for v in split_list(value)]
+    except ValueError:
+        raise UserError(f"{option} takes comma-separated numbers, got {value!r}") from None
+
+
+@app.command("cache-logits")
+@user_errors
+def cache_logits(
+    data: Annotated[Path, typer.Option(help="Prepared DATA_DIR: tokens and tokenizer (the teachers' tokenizer).")],
+    teachers: Annotated[str, typer.Option(help="Comma-separated teacher model dirs (same vocab and tokenizer).")],
+    out: Annotated[str, typer.Option(help="Cache to write (a Zarr v3 group, e.g. cache.zarr).")],
+    split: Annotated[str, typer.Option(help="Token split the windows come from: train | val | test.")] = "train",
+    mode: Annotated[str, typer.Option(help="topk (ids + log-probs + logZ) | full (all log-probs) | sample.")] = "topk",
+    k: Annotated[int, typer.Option(help="topk: ids kept per position.")] = 64,
+    temperatures: Annotated[str | None, typer.Option(
+        help="topk: temperatures whose exact logZ is stored, e.g. 1,2 (default 1).")] = None,
+    ensemble: Annotated[str, typer.Option(help="logit-mean (average raw logits, the paper) | prob-mean.")] = "logit-mean",
+    n_draws: Annotated[int, typer.Option(help="sample: draws with replacement per position (1..255).")] = 50,
+    sample_temperature: Annotated[float, typer.Option(help="sample: draw from p_T at this T.")] = 1.0,
+    offsets: Annotated[int, typer.Option(help="Window alignments N: epoch e of the student uses e mod N.")] = 1,
+    seq_len: Annotated[int | None, typer.Option(help="Window length (default: the teachers' seq_len).")] = None,
+    batch_size: Annotated[int, typer.Option(help="Windows per teacher forward.")] = 32,
+    max_windows: Annotated[int | None, typer.Option(help="Only the first N windows per alignment.")] = None,
+    seed: Annotated[int, typer.Option(help="sample: seed mixed with each window's index.")] = 0,
+    device: Annotated[str, typer.Option(help="auto (cuda, then mps, then cpu) | cpu | cuda | mps.")] = "auto",
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing cache made with other settings.")] = False,
+):
+    """Run the teacher ensemble once over a split's windows and store its soft targets (resumable)."""
+    from bl2.cache.writer import CacheLogitsConfig
+    from bl2.cache.writer import cache_logits as run
+
+    if ensemble not in ENSEMBLE_RULES:
+        raise UserError(f"unknown --ensemble {ensemble!r}; choose logit-mean or prob-mean")
+    run(CacheLogitsConfig(
+        data=data, teachers=[Path(t) for t in split_list(teachers)], out=out, split=split, mode=mode, k=k,
+        temperatures=parse_floats(temperatures, "--temperatures"), ensemble=ENSEMBLE_RULES[ensemble],
+        n_draws=n_draws, sample_temperature=sample_temperature, offsets=offsets, seq_len=seq_len,
+        batch_size=batch_size, device=device, overwrite=overwrite, max_windows=max_windows, seed=seed))
+
+
+@cache_app.command("info")
+@user_errors
+def cache_info(cache: Annotated[str, typer.Argument(help="Cache path.")]):
+    """Attrs, arrays (shape, dtype, chunks), size on disk, bytes per token and diagnostics of a cache."""
+    from bl2.cache.info import cache_info as run
+
+    run(cache)
+
+
+@cache_app.command("verify")
+@user_errors
+def cache_verify(
+    cache: Annotated[str, typer.Argument(help="Cache path.")],
+    data: Annotated[Path | None, typer.Option(help="DATA_DIR to check input_ids against (default: recorded).")] = None,
+    teachers: Annotated[str | None, typer.Option(help="Teacher dirs: recompute random windows and compare.")] = None,
+    windows: Annotated[int, typer.Option(help="Windows to recompute with --teachers.")] = 4,
+    device: Annotated[str, typer.Option(help="Device for the recomputation.")] = "auto",
+):
+    """Read everything (checksums), check attrs, counts, tokens and ordering; exit 1 if any check fails."""
+    from bl2.cache.verify import verify
+
+    ok = verify(cache, data=data, teachers=[Path(t) for t in split_list(teachers)] if teachers else None,
+                n_windows=windows, device=device)
+    if not ok:
+        raise typer.Exit(1)
+
+
+@cache_app.command("compare")
+@user_errors
+def cache_compare(
+    sparse: Annotated[str, typer.Argument(help="A topk or sample cache.")],
+    full: Annotated[str, typer.Argument(help="A full-mode cache of the same windows (same teachers and data).")],
+    windows: Annotated[int | None, typer.Option(help="Compare only the first N windows per alignment.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Write the table as JSON.")] = None,
+):
+    """How far a sparse cache's targets are from the full distribution: KL, head mass, gradient error."""
+    from bl2.cache.compare import compare
+
+    compare(sparse, full, max_windows=windows, out=out)
+
+
 # ----------------------------------------------------------------------------------------------- distill
 # ----------------------------------------------------------------------------------------------- eval
 @eval_app.command("loss")

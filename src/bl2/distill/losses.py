@@ -11,18 +11,23 @@ import torch
 import torch.nn.functional as F
 
 
+def upcast(x: torch.Tensor) -> torch.Tensor:
+    """fp16/bf16 -> fp32 for the loss maths; fp64 stays fp64 (reference tests)."""
+    return x if x.dtype == torch.float64 else x.float()
+
+
 def ce_loss(logits_BLV: torch.Tensor, labels_BL: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy over all label positions (fp32)."""
-    return F.cross_entropy(logits_BLV.float().flatten(0, 1), labels_BL.flatten())
+    return F.cross_entropy(upcast(logits_BLV).flatten(0, 1), labels_BL.flatten())
 
 
 def student_logprobs(logits_BLV: torch.Tensor, temperature: float) -> torch.Tensor:
-    return torch.log_softmax(logits_BLV.float() / temperature, dim=-1)
+    return torch.log_softmax(upcast(logits_BLV) / temperature, dim=-1)
 
 
 def teacher_logprobs_at(logp_BLV: torch.Tensor, temperature: float) -> torch.Tensor:
     """p_T from T=1 log-probs: log_softmax(logp / T) (temperature applied to the combined ensemble)."""
-    logp_BLV = logp_BLV.float()
+    logp_BLV = upcast(logp_BLV)
     return logp_BLV if temperature == 1.0 else torch.log_softmax(logp_BLV / temperature, dim=-1)
 
 
@@ -33,9 +38,9 @@ def kl_full(lq_BLV: torch.Tensor, lp_BLV: torch.Tensor) -> torch.Tensor:
 
 def topk_targets(logp_BLK: torch.Tensor, logz_BL: torch.Tensor | None, temperature: float):
     """Head log-targets lt_i = logp_i / T - logZ_T and the tail mass t_R = 1 - sum t_i (clamped >= 0)."""
-    lt_BLK = logp_BLK.float() / temperature
+    lt_BLK = upcast(logp_BLK) / temperature
     if logz_BL is not None:
-        lt_BLK = lt_BLK - logz_BL.float().unsqueeze(-1)
+        lt_BLK = lt_BLK - upcast(logz_BL).unsqueeze(-1)
     t_R = torch.clamp(1.0 - torch.exp(lt_BLK).sum(-1), min=0.0)
     return lt_BLK, t_R
 
@@ -45,15 +50,16 @@ def kl_topk(lq_BLV: torch.Tensor, ids_BLK: torch.Tensor, lt_BLK: torch.Tensor, t
     tokens outside the head (not log(1 - sum), which cancels catastrophically when the head holds most mass).
     Head gradients then equal full-KD gradients exactly; the tail is matched in aggregate."""
     lq_head = lq_BLV.gather(-1, ids_BLK)
-    lq_tail = torch.logsumexp(lq_BLV.scatter(-1, ids_BLK, float("-inf")), dim=-1)
     head = torch.sum(torch.exp(lt_BLK) * (lt_BLK - lq_head), dim=-1)
-    tail = torch.xlogy(t_R, t_R) - t_R * lq_tail
-    return head + tail
+    if ids_BLK.shape[-1] == lq_BLV.shape[-1]:  # the head is the whole vocabulary: there is no tail
+        return head
+    lq_tail = torch.logsumexp(lq_BLV.scatter(-1, ids_BLK, float("-inf")), dim=-1)
+    return head + torch.xlogy(t_R, t_R) - t_R * lq_tail
 
 
 def kl_sample(lq_BLV: torch.Tensor, ids_BLS: torch.Tensor, counts_BLS: torch.Tensor, n_draws: int) -> torch.Tensor:
     """Sparse Logit Sampling: targets t_i = count_i / n_draws (unbiased for p_T); empty slots (count 0) add 0."""
-    t_BLS = counts_BLS.float() / n_draws
+    t_BLS = counts_BLS.to(lq_BLV.dtype) / n_draws
     lq_s = lq_BLV.gather(-1, ids_BLS)
     return torch.sum(torch.xlogy(t_BLS, t_BLS) - t_BLS * lq_s, dim=-1)
 

@@ -19,12 +19,12 @@ class LossParts:
 
 
 class CrossEntropy:
-    """Pretraining: CE on the next token only."""
+    """Pretraining: CE on the next token only. Subclasses supply the per-position KL of their targets."""
+
+    alpha, temperature, kl_reduction = 1.0, 1.0, "token"
 
     def kl_BL(self, logits_BLV: torch.Tensor, batch: Batch) -> torch.Tensor | None:
         return None
-
-    alpha, temperature, kl_reduction = 1.0, 1.0, "token"
 
     def __call__(self, logits_BLV: torch.Tensor, batch: Batch) -> LossParts:
         ce = losses.ce_loss(logits_BLV, batch.input_ids[:, 1:])
@@ -43,10 +43,9 @@ class CachedTargets(CrossEntropy):
 
     def kl_BL(self, logits_BLV: torch.Tensor, batch: Batch) -> torch.Tensor:
         t = batch.targets
-        if self.mode == "sample":
-            lq = losses.student_logprobs(logits_BLV, self.temperature)
-            return losses.kl_sample(lq, t["sample_ids"], t["sample_counts"], self.n_draws)
         lq = losses.student_logprobs(logits_BLV, self.temperature)
+        if self.mode == "sample":
+            return losses.kl_sample(lq, t["sample_ids"], t["sample_counts"], self.n_draws)
         if self.mode == "full":
             return losses.kl_full(lq, losses.teacher_logprobs_at(t["logp"], self.temperature))
         logz = None if self.t_index is None else t["logz"][..., self.t_index]

@@ -122,3 +122,75 @@ def _val_windows(store, seq_len: int):
     val = eval_windows(store.split("val"), seq_len)
     require(len(val) > 0, f"the val split of {store.data_dir} has no full window of {seq_len + 1} tokens")
     return val
+
+
+def distill(cfg, out: Path, cache: Path | None = None, teachers: list[Path] | None = None,
+            data_dir: Path | None = None, ensemble: str = "logit_mean", cache_in_memory: str = "auto",
+            resume: bool = False, overwrite: bool = False, device: str = "auto"):
+    """`bl2 distill`: from a cache (teachers never loaded) or, as the online baseline, from live teachers.
+    Same loop, same loss; only the target source differs."""
+    require((cache is None) != (teachers is None), "give either --cache or --teachers (not both)")
+    if cache is not None:
+        return _distill_from_cache(cfg, out, cache, data_dir, cache_in_memory, resume, overwrite, device)
+    return _distill_online(cfg, out, teachers, data_dir, ensemble, resume, overwrite, device)
+
+
+def _distill_from_cache(cfg, out, cache, data_dir, cache_in_memory, resume, overwrite, device):
+    import dataclasses
+
+    from bl2.cache.reader import CacheReader
+    from bl2.data.store import TokenStore
+    from bl2.distill.cache_source import CacheWindows, decide_in_memory
+    from bl2.distill.loop import fit
+    from bl2.distill.objective import CachedTargets
+    from bl2.progress import console
+
+    reader = CacheReader(cache)
+    reader.require_complete()
+    data_dir = Path(data_dir or reader.data_dir)
+    store = TokenStore(data_dir)
+    require(store.vocab_size == reader.vocab_size and store.tokenizer_sha256 == reader.tokenizer_sha256,
+            f"cache {cache} was made with another tokenizer than {data_dir}'s (vocab {reader.vocab_size} vs "
+            f"{store.vocab_size}); the student must share the teachers' tokenizer")
+    cfg = dataclasses.replace(cfg, seq_len=reader.seq_len)  # the cache's windows fix the sequence length
+    t_index = reader.temperature_index(cfg.temperature)  # refuses a T the cache cannot give exactly
+    in_memory = decide_in_memory(cache_in_memory, reader.nbytes_decoded())
+    identity = {"command": "distill", "config": cfg.to_dict(), "vocab_size": store.vocab_size,
+                "data": {"dir": str(data_dir.resolve()), "tokenizer_sha256": store.tokenizer_sha256},
+                "cache": {k: reader.attrs.get(k) for k in ("mode", "k", "n_windows", "seq_len", "temperatures",
+                                                           "ensemble", "teachers", "tokens_sha256", "n_draws",
+                                                           "sample_temperature", "window_offsets")}
+                | {"path": str(Path(cache).resolve())}}
+    console.print(f"cache {cache}: mode {reader.mode}, {reader.n_windows} windows, "
+                  f"{reader.nbytes_decoded() / 2**20:.0f} MiB decoded, {'in RAM' if in_memory else 'streamed'}")
+    source = CacheWindows(reader, cfg.seed, in_memory, cfg.shuffle_buffer)
+    objective = CachedTargets(reader.mode, cfg.alpha, cfg.temperature, cfg.kl_reduction, t_index, reader.n_draws)
+    val = _val_windows(store, cfg.seq_len)
+    dev, autocast, run, model = _start(cfg, device, out, identity, data_dir, resume, overwrite)
+    return fit(model, cfg, source, objective, val, run, dev, autocast)
+
+
+def _distill_online(cfg, out, teachers, data_dir, ensemble, resume, overwrite, device):
+    from bl2.cache.teachers import teacher_records
+    from bl2.data.store import TokenStore
+    from bl2.distill.loop import fit
+    from bl2.distill.objective import LiveTeachers
+    from bl2.distill.sources import FixedWindows
+    from bl2.eval.ensemble import Ensemble
+    from bl2.runtime import pick_device
+
+    require(data_dir is not None, "online distillation (--teachers) needs --data DATA_DIR")
+    store = TokenStore(data_dir)
+    ens = Ensemble(teachers, pick_device(device), rule=ensemble)
+    require(ens.vocab_size == store.vocab_size and ens.tokenizer_sha256 in (None, store.tokenizer_sha256),
+            f"the teachers' tokenizer differs from {data_dir}'s")
+    require(cfg.seq_len <= ens.max_positions, f"seq_len {cfg.seq_len} exceeds the teachers' limit {ens.max_positions}")
+    identity = {"command": "distill-online", "config": cfg.to_dict(), "vocab_size": store.vocab_size,
+                "data": {"dir": str(Path(data_dir).resolve()), "tokenizer_sha256": store.tokenizer_sha256,
+                         "train_sha256": store.split_sha256("train")},
+                "teachers": teacher_records(teachers), "ensemble": ensemble}
+    source = FixedWindows(store.split("train"), cfg.seq_len, cfg.seed, offsets=(0,), buffer=cfg.shuffle_buffer)
+    objective = LiveTeachers(ens, cfg.alpha, cfg.temperature, cfg.kl_reduction)
+    val = _val_windows(store, cfg.seq_len)
+    dev, autocast, run, model = _start(cfg, device, out, identity, data_dir, resume, overwrite)
+    return fit(model, cfg, source, objective, val, run, dev, autocast)

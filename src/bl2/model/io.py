@@ -60,8 +60,10 @@ def load_model(path: Path, device: str = "cpu", dtype=None):
     """Load any HF causal LM dir in eval mode (fp32 unless a dtype is given)."""
     import torch
     from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
 
     path = check_model_dir(path)
+    hf_logging.disable_progress_bar()
     try:
         model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype or torch.float32)
     except (OSError, ValueError) as e:
