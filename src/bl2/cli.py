@@ -197,7 +197,8 @@ def cache_logits(
     k: Annotated[int, typer.Option(help="topk: ids kept per position.")] = 64,
     temperatures: Annotated[str | None, typer.Option(
         help="topk: temperatures whose exact logZ is stored, e.g. 1,2 (default 1).")] = None,
-    ensemble: Annotated[str, typer.Option(help="logit-mean (average raw logits, the paper) | prob-mean.")] = "logit-mean",
+    ensemble: Annotated[str, typer.Option(help="logit-mean (average raw logits: the paper) | prob-mean.")] = (
+        "logit-mean"),
     n_draws: Annotated[int, typer.Option(help="sample: draws with replacement per position (1..255).")] = 50,
     sample_temperature: Annotated[float, typer.Option(help="sample: draw from p_T at this T.")] = 1.0,
     offsets: Annotated[int, typer.Option(help="Window alignments N: epoch e of the student uses e mod N.")] = 1,
@@ -281,12 +282,14 @@ def eval_loss(
     evaluate_loss([Path(m) for m in split_list(models)], data, split=split, batch_size=batch_size, device=device,
                   seq_len=seq_len, out=out)
 
+
 @eval_app.command("blimp")
 @user_errors
 def eval_blimp(
     models: Annotated[str, typer.Argument(
-        metavar="MODEL_DIR[,MODEL_DIR..]", help="MODEL_DIR[,MODEL_DIR..]: any Hugging Face causal-LM dir(s) with a tokenizer. Several = the direct "
-        "ensemble (raw logits averaged, then log-softmax), reported after each member.")],
+        metavar="MODEL_DIR[,MODEL_DIR..]",
+        help="Any Hugging Face causal-LM dir(s) with a tokenizer. Several = the direct ensemble (raw logits "
+        "averaged, then log-softmax), reported after each member.")],
     suite: Annotated[str, typer.Option(help="filtered | supplement | all (all also reports their mean).")] = "all",
     data_dir: Annotated[Path | None, typer.Option(
         "--data-dir", envvar="BL2_EVAL_DATA",
@@ -299,7 +302,7 @@ def eval_blimp(
                                                      "(sentences, logp_good, logp_bad, correct).")] = None,
     limit: Annotated[int | None, typer.Option(help="Only the first N pairs of each subtask.")] = None,
     batch_size: Annotated[int, typer.Option(help="Sentences per forward pass.")] = 64,
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda | mps.")] = "auto",
+    device: DeviceOpt = "auto",
     members: Annotated[bool, typer.Option(help="With several dirs, also report each member.")] = True,
     overwrite: Annotated[bool, typer.Option(help="Replace existing --out / --log-samples files.")] = False,
 ):
@@ -317,3 +320,32 @@ def eval_blimp(
 
 
 # ----------------------------------------------------------------------------------------------- quickstart
+@app.command()
+@user_errors
+def quickstart(
+    out: Annotated[Path, typer.Option(help="Folder for everything the pipeline writes.")] = Path("bl2-quickstart"),
+    corpus: Annotated[Path | None, typer.Option(help="Real data: *.train files (e.g. BabyLM train_10M).")] = None,
+    dev: Annotated[Path | None, typer.Option(help="Real data: folder of *.dev files.")] = None,
+    blimp_dir: Annotated[Path | None, typer.Option(help="Real data: BabyLM evaluation_data dir.")] = None,
+    preset: Annotated[str, typer.Option(help="Preset of teachers and student.")] = "tiny",
+    vocab_size: Annotated[int | None, typer.Option(help="BPE vocabulary (default 2000 built-in, 16000 real).")] = None,
+    sample_lines: Annotated[int | None, typer.Option(help="Built-in corpus: lines of training text.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Epochs of each teacher and of the student.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Sequences per step (default 32).")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Cap on the steps of each model.")] = None,
+    k: Annotated[int | None, typer.Option(help="Cached top-k (default 64).")] = None,
+    eval_limit: Annotated[int | None, typer.Option(help="Pairs per BLiMP subtask (default: all).")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing quickstart folder.")] = False,
+    device: DeviceOpt = "auto",
+):
+    """Run the whole pipeline (prepare, 2 teachers, cache, student, eval) on the built-in sample corpus:
+    no download, no GPU, a few minutes on a laptop CPU. With --corpus/--dev/--blimp-dir, on real data."""
+    from bl2.quickstart import QuickstartConfig
+    from bl2.quickstart import quickstart as run
+
+    if vocab_size is None:
+        vocab_size = 2000 if corpus is None else 16000
+    given = dict(sample_lines=sample_lines, epochs=epochs, batch_size=batch_size, max_steps=max_steps, k=k,
+                 eval_limit=eval_limit)  # None = the QuickstartConfig default
+    run(QuickstartConfig(out=out, corpus=corpus, dev=dev, blimp_dir=blimp_dir, preset=preset, vocab_size=vocab_size,
+                         overwrite=overwrite, device=device, **{n: v for n, v in given.items() if v is not None}))

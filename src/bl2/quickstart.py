@@ -1,0 +1,176 @@
+"""`bl2 quickstart`: the whole pipeline end to end, by default on the built-in sample corpus (no download,
+no GPU, a few minutes on 2 CPU cores), or on real data (BabyLM files) with --corpus/--dev/--blimp-dir.
+
+prepare -> pretrain 2 teachers (seeds 0 and 1) -> cache-logits (topk) -> distill a student from the cache ->
+eval loss (each teacher, their direct ensemble, the student) -> eval blimp (the same) -> one results table.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from bl2.errors import require
+
+
+@dataclass
+class QuickstartConfig:
+    """Sizes of the quickstart; the defaults fit the built-in corpus in about 5 minutes on 2 CPU cores."""
+
+    out: Path = Path("bl2-quickstart")  # everything is written under this folder
+    corpus: Path | None = None  # real data: folder of *.train files (default: the built-in sample corpus)
+    dev: Path | None = None  # real data: folder of *.dev files
+    blimp_dir: Path | None = None  # real data: BabyLM evaluation_data dir (blimp_filtered/, supplement_filtered/)
+    preset: str = "tiny"  # model preset of teachers and student
+    vocab_size: int = 2000  # the built-in corpus has ~1.9k word types: a word-level BPE
+    sample_lines: int = 8_000  # lines of built-in training text (~50k words, ~75k tokens)
+    epochs: int = 12  # teacher and student epochs: many passes over little data, the regime of the paper
+    batch_size: int = 32  # sequences per step
+    lr: float = 3e-3  # peak learning rate
+    max_steps: int | None = None  # cap on steps per model (overrides epochs)
+    k: int = 64  # cached top-k
+    alpha: float = 0.5  # CE weight of the student
+    temperature: float = 1.0  # distillation temperature
+    kl_reduction: str = "sequence"  # the reference's
+    eval_limit: int | None = None  # pairs per subtask in eval blimp (None = all)
+    device: str = "auto"  # auto | cpu | cuda | mps
+    overwrite: bool = False  # replace an existing --out
+    extra: dict = field(default_factory=dict)  # further TrainConfig fields (tests: log_every, warmup, ...)
+
+    def __post_init__(self):
+        real = [self.corpus, self.dev, self.blimp_dir]
+        require(all(p is None for p in real) or all(p is not None for p in real),
+                "real-data quickstart needs all of --corpus, --dev and --blimp-dir")
+
+
+def quickstart(cfg: QuickstartConfig) -> dict:
+    from bl2.progress import console
+
+    out = Path(cfg.out)
+    require(not out.exists() or cfg.overwrite, f"{out} already exists; pass --overwrite to replace it")
+    if out.exists():
+        require((out / "quickstart.json").is_file() or not any(out.iterdir()),
+                f"{out} is not a quickstart folder; refusing to overwrite it")
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    t0, timings = time.perf_counter(), {}
+
+    def step(name: str, fn, *args, **kw):
+        console.rule(f"[bold]{name}")
+        t = time.perf_counter()
+        result = fn(*args, **kw)
+        timings[name] = round(time.perf_counter() - t, 1)
+        return result
+
+    corpus, dev, blimp_dir = step("sample data", _inputs, cfg, out)
+    data = out / "data"
+    step("prepare", _prepare, cfg, corpus, dev, data)
+    teachers = [out / "runs" / f"teacher{s}" for s in (0, 1)]
+    for seed, t_dir in enumerate(teachers):
+        step(f"pretrain teacher{seed}", _train, cfg, data, t_dir, seed=seed)
+    cache = out / "cache.zarr"
+    step("cache-logits", _cache, cfg, data, teachers, cache)
+    student = out / "runs" / "student"
+    step("distill student", _train, cfg, data, student, seed=2, cache=cache)
+    loss = step("eval loss", _loss, cfg, teachers + [student], data)
+    blimp = step("eval blimp", _blimp, cfg, teachers, student, blimp_dir)
+    report = _report(cfg, out, loss, blimp, teachers, student, cache, data, timings, time.perf_counter() - t0)
+    return report
+
+
+def _inputs(cfg: QuickstartConfig, out: Path):
+    if cfg.corpus is not None:
+        return cfg.corpus, cfg.dev, cfg.blimp_dir
+    from bl2.data.sample import write_sample_corpus, write_sample_pairs
+
+    corpus, dev = write_sample_corpus(out / "sample", n_train_lines=cfg.sample_lines,
+                                      n_dev_lines=max(200, cfg.sample_lines // 10))
+    return corpus, dev, write_sample_pairs(out / "sample")
+
+
+def _prepare(cfg, corpus, dev, data):
+    from bl2.data.prepare import PrepareConfig, prepare
+
+    prepare(PrepareConfig(corpus, dev, data, vocab_size=cfg.vocab_size))
+
+
+def _train(cfg: QuickstartConfig, data: Path, out: Path, seed: int, cache: Path | None = None):
+    from bl2.distill.config import TrainConfig
+    from bl2.distill.run import distill, pretrain
+
+    values = dict(preset=cfg.preset, seed=seed, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
+                  max_steps=cfg.max_steps, log_every=25, ckpt_every=10_000) | cfg.extra
+    if cache is None:
+        return pretrain(TrainConfig(**values), data, out, device=cfg.device)
+    values |= dict(alpha=cfg.alpha, temperature=cfg.temperature, kl_reduction=cfg.kl_reduction)
+    return distill(TrainConfig(**values), out, cache=cache, data_dir=data, device=cfg.device)
+
+
+def _cache(cfg: QuickstartConfig, data: Path, teachers: list[Path], cache: Path):
+    from bl2.cache.writer import CacheLogitsConfig, cache_logits
+
+    cache_logits(CacheLogitsConfig(data=data, teachers=teachers, out=str(cache), k=cfg.k,
+                                   temperatures=[cfg.temperature], device=cfg.device))
+
+
+def _loss(cfg: QuickstartConfig, models: list[Path], data: Path) -> dict:
+    from bl2.eval.loss import evaluate_loss
+    from bl2.runtime import pick_device
+
+    return evaluate_loss(models[:2], data, split="test", device=pick_device(cfg.device))["results"] | \
+        evaluate_loss(models[2:], data, split="test", device=pick_device(cfg.device))["results"]
+
+
+def _blimp(cfg: QuickstartConfig, teachers: list[Path], student: Path, blimp_dir: Path) -> dict:
+    from bl2.eval.blimp import evaluate_blimp
+    from bl2.runtime import pick_device
+
+    device = pick_device(cfg.device)
+    suite = "filtered" if cfg.corpus is None else "all"
+    rows = evaluate_blimp(teachers, blimp_dir, suite=suite, limit=cfg.eval_limit, device=device, show=False)
+    rows += evaluate_blimp([student], blimp_dir, suite=suite, limit=cfg.eval_limit, device=device, show=False)
+    return {str(r.model_dirs[0]) if r.kind != "ensemble" else "ensemble": r for r in rows}
+
+
+def _report(cfg, out, loss, blimp, teachers, student, cache, data, timings, total_s) -> dict:
+    from rich.table import Table
+
+    from bl2.progress import console
+
+    names = {str(teachers[0]): "teacher0", str(teachers[1]): "teacher1", "ensemble": "ensemble (direct, 2 teachers)",
+             str(student): "student (distilled from the cache)"}
+    rows = []
+    for key, name in names.items():
+        b = blimp[key]
+        suites = {s: round(100 * v["score"], 2) for s, v in b.suites.items()}
+        rows.append({"model": name, "path": key, "test_ce": loss[key]["ce"], "test_ppl": loss[key]["ppl"],
+                     "minimal_pairs_pct": suites})
+    best_teacher = min(rows[0]["test_ce"], rows[1]["test_ce"])
+    beats = rows[3]["test_ce"] < best_teacher
+    caption = (f"student test CE {rows[3]['test_ce']:.4f} vs best teacher {best_teacher:.4f}: "
+               + ("the student beats both teachers (the paper's effect appears here)." if beats else
+                  "the student does NOT beat the best teacher here (the paper's effect does not appear)."))
+    table = Table(title="bl2 quickstart results (test split)", caption=caption)
+    table.add_column("model")
+    table.add_column("test CE", justify="right")
+    table.add_column("ppl", justify="right")
+    suite_names = list(rows[0]["minimal_pairs_pct"])
+    for s in suite_names:
+        table.add_column(f"{s} acc %", justify="right")
+    for r in rows:
+        table.add_row(r["model"], f"{r['test_ce']:.4f}", f"{r['test_ppl']:.2f}",
+                      *[f"{r['minimal_pairs_pct'][s]:.1f}" for s in suite_names])
+    console.print(table)
+    paths = {"data": data, "teachers": teachers, "cache": cache, "student": student,
+             "results": out / "quickstart.json"}
+    for what, p in paths.items():
+        console.print(f"  {what:9s} {', '.join(map(str, p)) if isinstance(p, list) else p}")
+    console.print(f"total {total_s / 60:.1f} min; steps: " + ", ".join(f"{k} {v:.0f}s" for k, v in timings.items()))
+    report = {"rows": rows, "student_beats_best_teacher": beats, "caption": caption, "timings_s": timings,
+              "total_s": round(total_s, 1), "config": json.loads(json.dumps(asdict(cfg), default=str)),
+              "paths": json.loads(json.dumps(paths, default=str))}
+    (out / "quickstart.json").write_text(json.dumps(report, indent=2))
+    return report
