@@ -209,7 +209,8 @@ def cache_logits(
     device: Annotated[str, typer.Option(help="auto (cuda, then mps, then cpu) | cpu | cuda | mps.")] = "auto",
     overwrite: Annotated[bool, typer.Option(help="Replace an existing cache made with other settings.")] = False,
 ):
-    """Run the teacher ensemble once over a split's windows and store its soft targets (resumable)."""
+    """Run the teacher ensemble once over a split's windows and store its soft targets in a Zarr cache.
+    Rerun the same command after an interruption to resume; a finished cache is left as it is."""
     from bl2.cache.writer import CacheLogitsConfig
     from bl2.cache.writer import cache_logits as run
 

@@ -1,0 +1,129 @@
+"""CacheReader: read-only access to a bl2 logit cache (format v1), for the distillation loader and the tools.
+
+Reads happen in the calling process (or its threads): zarr's I/O thread and forked workers can deadlock, so
+never read a cache from a forked DataLoader worker. Every chunk carries a crc32c checksum; a mismatch is a
+UserError naming the array and rows. Progress lives in the attrs (`windows_done`, `complete`), never in the
+array shapes (arrays are pre-allocated), so rows past `windows_done` are refused rather than read as zeros.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from bl2.cache.schema import MODE_ARRAYS, array_specs, check_array, validate_attrs
+from bl2.errors import UserError, require
+
+
+def open_group(path: str, mode: str = "r"):
+    """The cache's zarr group (str path: a local dir today, an fsspec URL later)."""
+    import zarr
+
+    require("://" in path or Path(path).is_dir(), f"cache not found: {path}")
+    try:
+        return zarr.open_group(path, mode=mode)
+    except Exception as e:  # garbled metadata is the user's artefact, not a bl2 bug
+        raise UserError(f"cannot open cache {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+
+
+class CacheReader:
+    """A bl2 cache opened read-only. Attributes mirror the group attrs; `read` returns numpy rows."""
+
+    def __init__(self, path: str | Path):
+        self.path = str(path)
+        self.group = open_group(self.path)
+        self.attrs = dict(self.group.attrs)
+        validate_attrs(self.attrs, self.path)
+        self.specs = array_specs(self.attrs)
+        missing = [name for name in self.specs if name not in self.group]
+        require(not missing, f"{self.path} lacks arrays {', '.join(missing)}: not a valid bl2 cache v1")
+        self._arrays = {name: self.group[name] for name in self.specs}
+        for name, spec in self.specs.items():
+            check_array(name, self._arrays[name], spec)
+
+    # -- attrs ---------------------------------------------------------------------------------------
+    mode = property(lambda self: self.attrs["mode"])
+    k = property(lambda self: self.attrs["k"])
+    vocab_size = property(lambda self: int(self.attrs["vocab_size"]))
+    seq_len = property(lambda self: int(self.attrs["seq_len"]))
+    n_windows = property(lambda self: int(self.attrs["n_windows"]))
+    windows_per_offset = property(lambda self: int(self.attrs["windows_per_offset"]))
+    window_offsets = property(lambda self: [int(o) for o in self.attrs["window_offsets"]])
+    temperatures = property(lambda self: [float(t) for t in self.attrs["temperatures"]])
+    tokenizer_sha256 = property(lambda self: self.attrs["tokenizer_sha256"])
+    data_dir = property(lambda self: self.attrs["data_dir"])
+    n_draws = property(lambda self: self.attrs.get("n_draws"))
+    sample_temperature = property(lambda self: self.attrs.get("sample_temperature"))
+    windows_done = property(lambda self: int(self.attrs["windows_done"]))
+    complete = property(lambda self: bool(self.attrs["complete"]))
+
+    @property
+    def arrays(self) -> list[str]:
+        """The array names present for this mode, in MODE_ARRAYS order."""
+        return [name for name in MODE_ARRAYS[self.mode] if name in self.specs]
+
+    def require_complete(self) -> None:
+        require(self.complete and self.windows_done == self.n_windows,
+                f"cache {self.path} is incomplete ({self.windows_done}/{self.n_windows} windows): "
+                "rerun the same `bl2 cache-logits` command to resume it")
+
+    def offset_rows(self, alignment: int) -> tuple[int, int]:
+        """Row range [start, stop) of alignment `alignment` (epoch e of a student uses e mod N)."""
+        n = len(self.window_offsets)
+        a = alignment % n
+        return a * self.windows_per_offset, (a + 1) * self.windows_per_offset
+
+    def temperature_index(self, temperature: float) -> int | None:
+        """Index of T in logz's last axis. None where no logz is needed: topk with the grid {1} (logZ_1 = 0),
+        full mode (logp gives every T exactly). Sample mode allows only its sampling temperature."""
+        t = float(temperature)
+        require(t > 0, f"temperature must be > 0, got {t}")
+        if self.mode == "full":
+            return None
+        if self.mode == "sample":
+            require(math.isclose(t, float(self.sample_temperature)),
+                    f"cache {self.path} was sampled at T={self.sample_temperature}; T={t} is not available")
+            return None
+        temps = self.temperatures
+        match = [i for i, g in enumerate(temps) if math.isclose(g, t)]
+        require(bool(match), f"T={t} is not in the cache's temperature grid {temps}: rebuild the cache with it")
+        return None if "logz" not in self.specs else match[0]
+
+    # -- data ----------------------------------------------------------------------------------------
+    def read(self, start: int, stop: int, arrays: list[str] | None = None) -> dict[str, np.ndarray]:
+        """Rows [start, stop) of every array of the mode (or of `arrays`), checksums verified."""
+        names = self.arrays if arrays is None else list(arrays)
+        unknown = [n for n in names if n not in self.specs]
+        require(not unknown, f"cache {self.path} has no array(s) {', '.join(unknown)} (mode {self.mode})")
+        require(0 <= start <= stop <= self.n_windows, f"rows {start}:{stop} outside 0..{self.n_windows}")
+        require(stop <= self.windows_done,
+                f"rows {start}:{stop} of {self.path} are not written yet (windows_done {self.windows_done})")
+        return {name: self._read_array(name, start, stop) for name in names}
+
+    def _read_array(self, name: str, start: int, stop: int) -> np.ndarray:
+        try:
+            return self._arrays[name][start:stop]
+        except Exception as e:  # crc32c mismatch (ValueError), truncated shard, undecodable chunk
+            raise UserError(f"cache {self.path}: array {name} rows {start}:{stop} is corrupt "
+                            f"({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+
+    def read_all(self) -> dict[str, np.ndarray]:
+        return self.read(0, self.n_windows)
+
+    def nbytes_decoded(self) -> int:
+        """Bytes the whole cache takes in RAM once decoded (all arrays of the mode)."""
+        return sum(spec.nbytes() for spec in self.specs.values())
+
+    def nbytes_stored(self) -> int:
+        """Bytes of the store's files (local caches)."""
+        return dir_nbytes(self.path)
+
+
+def dir_nbytes(path: str) -> int:
+    """Total size of the files under a local store (0 for URLs: not measured)."""
+    root = Path(path)
+    if "://" in path or not root.is_dir():
+        return 0
+    return sum(f.stat().st_size for f in root.rglob("*") if f.is_file())

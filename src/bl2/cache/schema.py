@@ -1,0 +1,173 @@
+"""Cache format v1 (DESIGN §5): constants, array specs, window geometry and attribute validation.
+
+This module is the single source of truth for what a bl2 logit cache looks like on disk, shared by the
+writer (`cache-logits`), the reader (the distillation loader), `info`, `verify` and `compare`.
+A cache is a Zarr v3 group. Every array has one row per window (axis 0), chunks of CHUNK_WINDOWS rows and
+shards of SHARD_WINDOWS rows, compressed with Blosc zstd 5 + byte shuffle and checksummed with crc32c.
+Rows are stored alignment-major: with `window_offsets` [o_0 .. o_{N-1}] and W `windows_per_offset`, row
+a*W + w holds tokens[o_a + w*L : o_a + w*L + L + 1] of the split.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from bl2.errors import UserError, require
+
+FORMAT_VERSION = 1
+CHUNK_WINDOWS = 16
+SHARD_WINDOWS = 256
+MODES = ("topk", "full", "sample")
+ENSEMBLES = ("logit_mean", "prob_mean")
+MAX_VOCAB = 1 << 16  # ids are uint16
+MAX_DRAWS = 255  # counts are uint8
+
+# Array names per mode, in the order the reader returns them. `logz` only when the grid is not just T=1.
+MODE_ARRAYS = {
+    "topk": ("input_ids", "topk_ids", "topk_logp", "logz"),
+    "full": ("input_ids", "logp"),
+    "sample": ("input_ids", "sample_ids", "sample_counts"),
+}
+
+# Attrs that define what a cache *is*: a rerun must match all of them to resume; anything else is refused.
+IDENTITY_KEYS = (
+    "bl2_cache_format", "mode", "k", "vocab_size", "seq_len", "n_windows", "window_offsets", "windows_per_offset",
+    "temperatures", "ensemble", "teacher_sha256", "tokenizer_sha256", "tokens_sha256", "split",
+    "n_draws", "sample_temperature", "sample_seed",
+)
+
+REQUIRED_ATTRS = (
+    "bl2_cache_format", "mode", "k", "vocab_size", "seq_len", "n_windows", "window_offset", "window_offsets",
+    "windows_per_offset", "temperatures", "ensemble", "teachers", "tokenizer_sha256", "tokens_sha256", "split",
+    "data_dir", "windows_done", "complete",
+)
+
+
+@dataclass(frozen=True)
+class ArraySpec:
+    """One array of the cache: dtype and full shape (rows first)."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+
+    @property
+    def chunks(self) -> tuple[int, ...]:
+        return (CHUNK_WINDOWS, *self.shape[1:])
+
+    @property
+    def shards(self) -> tuple[int, ...]:
+        return (SHARD_WINDOWS, *self.shape[1:])
+
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * np.dtype(self.dtype).itemsize
+
+
+def needs_logz(mode: str, temperatures: list[float]) -> bool:
+    """logz exists in topk mode unless the grid is just T=1 (then logZ_1 = 0 by construction)."""
+    return mode == "topk" and list(temperatures) != [1.0]
+
+
+def array_specs(attrs: dict) -> dict[str, ArraySpec]:
+    """The arrays a cache with these attrs holds, with dtypes and shapes (the contract of DESIGN §5)."""
+    n, seq, mode = int(attrs["n_windows"]), int(attrs["seq_len"]), attrs["mode"]
+    specs = [ArraySpec("input_ids", "uint16", (n, seq + 1))]
+    if mode == "topk":
+        k = int(attrs["k"])
+        specs += [ArraySpec("topk_ids", "uint16", (n, seq, k)), ArraySpec("topk_logp", "float16", (n, seq, k))]
+        if needs_logz(mode, attrs["temperatures"]):
+            specs.append(ArraySpec("logz", "float32", (n, seq, len(attrs["temperatures"]))))
+    elif mode == "full":
+        specs.append(ArraySpec("logp", "float16", (n, seq, int(attrs["vocab_size"]))))
+    elif mode == "sample":
+        s = int(attrs["n_draws"])
+        specs += [ArraySpec("sample_ids", "uint16", (n, seq, s)), ArraySpec("sample_counts", "uint8", (n, seq, s))]
+    return {s.name: s for s in specs}
+
+
+def create_arrays(group, specs: dict[str, ArraySpec]) -> dict:
+    """Pre-allocate every array at its full shape (missing ones only, so a crash during creation resumes)."""
+    from bl2.data.store import compressors
+
+    arrays = {}
+    for name, spec in specs.items():
+        if name in group:
+            arrays[name] = group[name]
+            check_array(name, arrays[name], spec)
+            continue
+        arrays[name] = group.create_array(name, shape=spec.shape, chunks=spec.chunks, shards=spec.shards,
+                                          dtype=spec.dtype, compressors=compressors(), fill_value=0)
+    return arrays
+
+
+def check_array(name: str, arr, spec: ArraySpec) -> None:
+    require(tuple(arr.shape) == spec.shape and str(arr.dtype) == spec.dtype,
+            f"array {name} is {arr.dtype}{list(arr.shape)}, expected {spec.dtype}{list(spec.shape)}: "
+            "not a valid bl2 cache v1")
+
+
+# ---------------------------------------------------------------------------------------------- windows
+def window_offsets(seq_len: int, n_offsets: int) -> list[int]:
+    """Alignment a starts its windows at token a*L//N (alignment 0 at token 0)."""
+    return [a * seq_len // n_offsets for a in range(n_offsets)]
+
+
+def windows_per_offset(n_tokens: int, seq_len: int, offsets: list[int]) -> int:
+    """W: the same count for every alignment, set by the largest offset (windows need L+1 tokens)."""
+    return max(0, (n_tokens - 1 - max(offsets)) // seq_len)
+
+
+def row_starts(rows: np.ndarray, per_offset: int, offsets: list[int], seq_len: int) -> np.ndarray:
+    """First token of each (global, alignment-major) row."""
+    rows = np.asarray(rows, dtype=np.int64)
+    return np.asarray(offsets, dtype=np.int64)[rows // per_offset] + (rows % per_offset) * seq_len
+
+
+def gather_windows(tokens: np.ndarray, starts: np.ndarray, seq_len: int) -> np.ndarray:
+    """[len(starts), L+1] uint16 windows of the token stream."""
+    return tokens[np.asarray(starts)[:, None] + np.arange(seq_len + 1)]
+
+
+def shard_ranges(n_windows: int, start: int = 0, rank: int = 0, world_size: int = 1) -> list[tuple[int, int]]:
+    """Shard-aligned [s, e) row ranges from `start` on that this rank writes (shards r, r+world, ...)."""
+    assert start % SHARD_WINDOWS == 0 or start == n_windows, "resume point must be shard-aligned"
+    first = start // SHARD_WINDOWS
+    n_shards = -(-n_windows // SHARD_WINDOWS)
+    return [(i * SHARD_WINDOWS, min(n_windows, (i + 1) * SHARD_WINDOWS))
+            for i in range(first, n_shards) if i % world_size == rank]
+
+
+# ---------------------------------------------------------------------------------------------- attrs
+def identity(attrs: dict) -> dict:
+    """The subset of attrs a resumed run must match (teachers by weights hash, in order)."""
+    ident = {key: attrs.get(key) for key in IDENTITY_KEYS if key != "teacher_sha256"}
+    ident["teacher_sha256"] = [t.get("sha256") for t in attrs.get("teachers", [])]
+    return ident
+
+
+def identity_diff(old: dict, new: dict) -> list[str]:
+    """Names of the identity attrs that differ between two caches' attrs."""
+    a, b = identity(old), identity(new)
+    return [key for key in IDENTITY_KEYS if a.get(key) != b.get(key)]
+
+
+def validate_attrs(attrs: dict, where: str = "cache") -> None:
+    """UserError unless attrs describe a bl2 cache v1 this code can read."""
+    require("bl2_cache_format" in attrs, f"{where} is not a bl2 logit cache (no bl2_cache_format attribute)")
+    version = attrs["bl2_cache_format"]
+    require(version == FORMAT_VERSION, f"{where} has cache format {version}; this bl2 reads format {FORMAT_VERSION}")
+    missing = [key for key in REQUIRED_ATTRS if key not in attrs]
+    require(not missing, f"{where} lacks attributes {', '.join(missing)}: not a valid bl2 cache v1")
+    require(attrs["mode"] in MODES, f"{where} has unknown mode {attrs['mode']!r}")
+    require(attrs["ensemble"] in ENSEMBLES, f"{where} has unknown ensemble rule {attrs['ensemble']!r}")
+    if attrs["mode"] == "sample":
+        require(attrs.get("n_draws") and attrs.get("sample_temperature"),
+                f"{where}: sample mode without n_draws / sample_temperature")
+    try:
+        n, per, offs = int(attrs["n_windows"]), int(attrs["windows_per_offset"]), list(attrs["window_offsets"])
+    except (TypeError, ValueError):
+        raise UserError(f"{where}: malformed window attributes") from None
+    require(n == per * len(offs), f"{where}: n_windows {n} != windows_per_offset {per} x {len(offs)} offsets")

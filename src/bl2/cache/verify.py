@@ -1,0 +1,178 @@
+"""`bl2 cache verify CACHE`: read every chunk of a cache (crc32c), check its attrs, counts, tokens and the
+invariants of its mode, and with --teachers recompute random windows. One PASS/FAIL/SKIP line per check.
+
+Exit codes (set by the CLI): 0 all checks pass, 1 a check failed, 2 a usage error (no such cache, bad --data).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from bl2.cache import schema
+from bl2.cache.reader import CacheReader
+from bl2.errors import UserError
+
+# fp16 stores a value with relative error <= 2^-11; recomputation may also see float noise from batching.
+REL_TOL, ABS_TOL = 2e-3, 2e-3
+SAMPLE_MATCH = 0.99  # fraction of positions whose draws must reproduce exactly (CPU batching can flip a rare draw)
+
+
+class Checks:
+    """Collects failures per check name; `report` prints one line per check."""
+
+    def __init__(self):
+        self.results: dict[str, list[str]] = {}
+        self.skipped: dict[str, str] = {}
+        self.details: dict[str, str] = {}
+
+    def check(self, name: str, ok: bool, failure: str = "") -> None:
+        self.results.setdefault(name, [])
+        if not ok:
+            self.results[name].append(failure)
+
+    def skip(self, name: str, why: str) -> None:
+        self.skipped[name] = why
+
+    def report(self, say) -> bool:
+        for name, failures in self.results.items():
+            if failures:
+                more = f" (+{len(failures) - 1} more)" if len(failures) > 1 else ""
+                say(f"FAIL  {name}: {failures[0]}{more}")
+            else:
+                say(f"PASS  {name}" + (f": {self.details[name]}" if name in self.details else ""))
+        for name, why in self.skipped.items():
+            say(f"SKIP  {name}: {why}")
+        return not any(self.results.values())
+
+
+def check_attrs(r: CacheReader, c: Checks) -> None:
+    a = r.attrs
+    c.check("attrs", 1 <= r.vocab_size <= schema.MAX_VOCAB, f"vocab_size {r.vocab_size} outside 1..65536")
+    c.check("attrs", all(t > 0 for t in r.temperatures), f"temperatures {r.temperatures} must be > 0")
+    offsets = schema.window_offsets(r.seq_len, len(r.window_offsets))
+    c.check("attrs", r.window_offsets == offsets and a["window_offset"] == offsets[0],
+            f"window_offsets {r.window_offsets} != {offsets}")
+    if r.mode == "topk":
+        c.check("attrs", 1 <= int(r.k) <= r.vocab_size, f"k {r.k} outside 1..vocab_size")
+    if r.mode == "sample":
+        c.check("attrs", 1 <= int(r.n_draws) <= schema.MAX_DRAWS, f"n_draws {r.n_draws} outside 1..255")
+    c.check("complete", r.complete and r.windows_done == r.n_windows,
+            f"complete={r.complete}, windows_done {r.windows_done} of n_windows {r.n_windows}")
+
+
+def read_block(r: CacheReader, start: int, stop: int, c: Checks) -> dict[str, np.ndarray]:
+    """The arrays of rows [start, stop) that decode; a checksum failure is recorded, not raised."""
+    out = {}
+    for name in r.arrays:
+        try:
+            out[name] = r.read(start, stop, [name])[name]
+            c.check("checksums", True)
+        except UserError as e:
+            c.check("checksums", False, str(e))
+    return out
+
+
+def check_topk(r: CacheReader, block: dict, where: str, c: Checks) -> None:
+    if "topk_ids" in block:
+        ids = block["topk_ids"].astype(np.int64)
+        srt = np.sort(ids, axis=-1)
+        c.check("topk ids", bool((ids < r.vocab_size).all() and (srt[..., 1:] != srt[..., :-1]).all()),
+                f"ids out of range or repeated in a position ({where})")
+    if "topk_logp" in block:
+        lp = block["topk_logp"].astype(np.float32)
+        c.check("topk order", bool((np.diff(lp, axis=-1) <= 0).all()), f"log-probs not descending ({where})")
+        c.check("topk values", bool(np.isfinite(lp).all() and (lp <= ABS_TOL).all()),
+                f"log-probs must be finite and <= 0 ({where})")
+        for t in r.temperatures:
+            ti = r.temperature_index(t)
+            lz = block.get("logz") if ti is not None else None
+            if ti is not None and lz is None:
+                continue
+            lp_t = lp / t - (0.0 if lz is None else lz[..., ti : ti + 1])
+            mass = np.exp(lp_t).sum(-1)
+            c.check("head mass", bool(np.isfinite(mass).all() and (mass <= 1 + 1e-2).all()),
+                    f"head mass at T={t:g} exceeds 1 (max {np.nanmax(mass):.4f}) ({where})")
+
+
+def check_full(r: CacheReader, block: dict, where: str, c: Checks) -> None:
+    if "logp" not in block:
+        return
+    lp = block["logp"].astype(np.float32)
+    top = lp.max(-1, keepdims=True)
+    lse = (top + np.log(np.exp(lp - top).sum(-1, keepdims=True)))[..., 0]
+    worst = float(np.abs(lse).max())
+    c.check("logp normalised", worst < 1e-2, f"max |logsumexp(logp)| {worst:.4f} ({where})")
+
+
+def check_sample(r: CacheReader, block: dict, where: str, c: Checks) -> None:
+    if "sample_counts" not in block or "sample_ids" not in block:
+        return
+    cnt, ids = block["sample_counts"].astype(np.int64), block["sample_ids"].astype(np.int64)
+    sums = cnt.sum(-1)
+    c.check("sample counts", bool((sums == r.n_draws).all()),
+            f"counts sum to {sums.min()}..{sums.max()}, not n_draws {r.n_draws} ({where})")
+    c.check("sample order", _sorted_slots(cnt, ids), f"slots not sorted by count then id ({where})")
+    c.check("sample ids", bool((ids < r.vocab_size).all() and (ids[cnt == 0] == 0).all()),
+            f"ids out of range or non-zero in empty slots ({where})")
+
+
+def _sorted_slots(cnt: np.ndarray, ids: np.ndarray) -> bool:
+    """Non-empty slots strictly ordered by (count desc, id asc), empty slots only at the end."""
+    key = np.where(cnt > 0, cnt * (1 << 16) + ((1 << 16) - 1 - ids), -1)
+    d = np.diff(key, axis=-1)
+    return bool(((d < 0) | ((key[..., 1:] == -1) & (key[..., :-1] == -1))).all())
+
+
+def check_tokens(r: CacheReader, block: dict, tokens: np.ndarray | None, start: int, c: Checks) -> None:
+    if tokens is None or "input_ids" not in block:
+        return
+    rows = np.arange(start, start + len(block["input_ids"]))
+    starts = schema.row_starts(rows, r.windows_per_offset, r.window_offsets, r.seq_len)
+    ok = bool(starts.max() + r.seq_len < len(tokens))
+    ok = ok and np.array_equal(schema.gather_windows(tokens, starts, r.seq_len), block["input_ids"])
+    c.check("input_ids", ok, f"rows {start}:{start + len(rows)} differ from the token store's windows")
+
+
+def load_tokens(r: CacheReader, data: Path | None, c: Checks) -> np.ndarray | None:
+    from bl2.data.store import TokenStore
+
+    if data is None and not Path(r.data_dir).is_dir():
+        c.skip("input_ids", f"recorded data_dir {r.data_dir} not found: pass --data to check the tokens")
+        return None
+    store = TokenStore(data if data is not None else r.data_dir)
+    split = r.attrs["split"]
+    c.check("data identity", store.tokenizer_sha256 == r.tokenizer_sha256, "DATA tokenizer differs from the cache's")
+    c.check("data identity", store.split_sha256(split) == r.attrs["tokens_sha256"],
+            f"DATA split {split!r} differs from the one the cache was made from (tokens_sha256)")
+    return store.split(split)
+
+
+def verify(path: str, data: Path | None = None, teachers: list[Path] | None = None, n_windows: int = 4,
+           device: str = "auto", say=None) -> bool:
+    """Run every check; prints one line per check and returns True when all pass."""
+    from bl2.progress import console
+
+    say = say or (lambda message: console.print(message, soft_wrap=True, markup=False))
+    r = CacheReader(path)
+    c = Checks()
+    check_attrs(r, c)
+    tokens = load_tokens(r, data, c)
+    done = min(r.windows_done, r.n_windows)
+    for start in range(0, done, schema.SHARD_WINDOWS):
+        stop = min(done, start + schema.SHARD_WINDOWS)
+        block = read_block(r, start, stop, c)
+        where = f"rows {start}:{stop}"
+        check_tokens(r, block, tokens, start, c)
+        {"topk": check_topk, "full": check_full, "sample": check_sample}[r.mode](r, block, where, c)
+    c.details["checksums"] = f"{len(r.arrays)} arrays, {done} rows"
+    if teachers:
+        from bl2.cache.recompute import recompute_check
+
+        recompute_check(r, teachers, n_windows, device, c)
+    else:
+        c.skip("recompute", "pass --teachers to recompute random windows")
+    ok = c.report(say)
+    say(f"{'OK' if ok else 'FAILED'}: {path}")
+    return ok
