@@ -1,0 +1,420 @@
+"""`bl2 eval blimp`: BLiMP minimal-pair accuracy of a model dir or a direct ensemble, scored exactly as the
+BabyLM 2024 pipeline (lm-evaluation-harness) does: each sentence is conditioned on a single BOS token, its
+score is the summed log-probability of the tokens of `" " + sentence`, and a pair is correct when
+score(good) >= score(bad). Subtask accuracy = mean over pairs; suite score = unweighted mean over subtasks.
+
+Speed: every distinct sentence is scored once, and a batch of sentences (in lexicographic token order) is
+packed into prefix tries, so that each distinct prefix costs one position of one forward pass (a custom 4D
+attention mask lets each node see only its ancestors). A model that cannot run that form (checked against
+plain batching on a probe) gets length-sorted, right-padded batches instead. Log-probs are gathered with
+torch ops, never a Python loop over tokens.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from bl2.errors import UserError, require
+from bl2.eval.blimp_data import SubtaskPairs, index_sentences, load_suites
+from bl2.progress import console, make_progress
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model", "vocab.txt")
+ENSEMBLE_RULE = "logit_mean"  # the paper's direct ensemble: raw logits averaged, then log-softmax
+
+
+# ----------------------------------------------------------------------------------------------- tokenizer
+def check_model_dirs(model_dirs: list[Path]) -> None:
+    """Cheap checks before anything heavy: each dir exists, is a model dir and has tokenizer files."""
+    from bl2.model.io import check_model_dir
+
+    require(len(model_dirs) >= 1, "no model dirs given")
+    for d in model_dirs:
+        check_model_dir(d)
+        require(any((Path(d) / f).is_file() for f in TOKENIZER_FILES),
+                f"{d} has no tokenizer ({' / '.join(TOKENIZER_FILES[:2])} missing)")
+
+
+def load_tokenizer(model_dirs: list[Path]):
+    """The (shared) tokenizer of the model dirs; it must define a BOS token, the one-token prefix."""
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(str(model_dirs[0]))
+    except Exception as e:  # any failure to build the tokenizer is a defect of the user's dir
+        raise UserError(f"cannot load the tokenizer of {model_dirs[0]}: {str(e).splitlines()[0]}") from None
+    require(tok.bos_token_id is not None, f"the tokenizer of {model_dirs[0]} has no BOS token: BLiMP scoring "
+            "conditions every sentence on exactly one BOS token (the BabyLM / lm-eval rule)")
+    return tok
+
+
+def encode_sentences(tok, sentences: list[str]) -> list[list[int]]:
+    """Continuation tokens of each sentence: `" " + sentence`, no special tokens ("\\n" kept as is)."""
+    if not sentences:
+        return []
+    return tok([" " + s for s in sentences], add_special_tokens=False)["input_ids"]
+
+
+def max_positions(models) -> int | None:
+    """Longest input every member accepts (None when a config does not say)."""
+    limits = [getattr(m.config, "max_position_embeddings", None) for m in models]
+    return None if any(n is None for n in limits) else min(int(n) for n in limits)
+
+
+# ----------------------------------------------------------------------------------------------- scoring
+ROW_NODES = 256  # trie nodes per packed row: attention over a row stays cheap next to the output layer
+
+
+def member_systems(logits: list, pick, with_members: bool):
+    """[K, B] scores from each member's raw logits: member rows (when asked, or when there is one model),
+    then the direct ensemble's row. `pick` maps log-probs [.., V] to per-sentence sums [B]."""
+    import torch
+
+    from bl2.eval.ensemble import combine
+
+    rows = []
+    if with_members or len(logits) == 1:
+        # == combine([z]) (the mean of one tensor is itself) without its stack-and-mean copies
+        rows = [pick(torch.log_softmax(z.float(), dim=-1)) for z in logits]
+    if len(logits) > 1:
+        rows.append(pick(combine(logits, ENSEMBLE_RULE)))
+    return torch.stack(rows).cpu()
+
+
+def padded_batch(seqs: list[list[int]], bos: int, pad: int):
+    """inputs = BOS + tokens[:-1], targets = tokens, right-padded; mask marks real target positions."""
+    import torch
+
+    width = max(1, max(len(s) for s in seqs))
+    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+    targets = torch.full((len(seqs), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    ids[:, 0] = bos
+    for row, s in enumerate(seqs):
+        if s:
+            ids[row, 1 : len(s)] = torch.tensor(s[:-1])
+            targets[row, : len(s)] = torch.tensor(s)
+            mask[row, : len(s)] = 1
+    return ids, targets, mask
+
+
+def score_padded(ensemble, seqs: list[list[int]], bos: int, pad: int, with_members: bool):
+    """Plain batching (what lm-eval does): one right-padded row per sentence. Returns [K, B]."""
+    ids, targets, mask = (t.to(ensemble.device) for t in padded_batch(seqs, bos, pad))
+    attention = mask.clone()
+    attention[:, 0] = 1  # BOS stays visible for a sentence with no tokens: no attention row is fully masked
+
+    def pick(logprobs):
+        picked = logprobs.gather(-1, targets.unsqueeze(-1)).squeeze(-1).double()
+        return picked.where(mask.bool(), 0.0).sum(-1)  # where, not *: a -inf at a padded position stays out
+
+    return member_systems(ensemble.member_logits(ids, attention_mask=attention), pick, with_members)
+
+
+@dataclass
+class Packed:
+    """A batch of sentences as prefix tries, one trie per row: node 0 is BOS, every other node is one
+    distinct prefix (its last token as input, its depth as position). Target k, token `tokens[k]`, is
+    scored by the logits of node `nodes[k]` of row `rows[k]` and belongs to sentence `owners[k]`."""
+
+    ids: object  # [R, L] long
+    positions: object  # [R, L] long
+    parents: object  # [R, L] long (BOS and padding nodes are their own parents)
+    rows: object  # [n_targets] long, and so are nodes, tokens, owners
+    nodes: object
+    tokens: object
+    owners: object
+
+    def attention_mask(self, dtype):
+        """[R, 1, L, L] additive mask: a node sees exactly its ancestors and itself."""
+        import torch
+
+        n_rows, width = self.ids.shape
+        seen = torch.zeros((n_rows, width, width), dtype=torch.bool)
+        cur = torch.arange(width).expand(n_rows, width).clone()
+        for _ in range(int(self.positions.max()) + 1):  # walk up one generation per step, depth+1 steps
+            seen.scatter_(2, cur.unsqueeze(-1), True)
+            cur = self.parents.gather(1, cur)
+        mask = torch.zeros((n_rows, 1, width, width), dtype=dtype)
+        return mask.masked_fill_(~seen.unsqueeze(1), torch.finfo(dtype).min)
+
+
+def matched_prefix(kids: list[dict], seq: list[int]) -> int:
+    """How many of seq's input prefixes beyond BOS are already nodes of the trie."""
+    node = 0
+    for n, token in enumerate(seq[:-1]):
+        node = kids[node].get(token)
+        if node is None:
+            return n
+    return max(len(seq) - 1, 0)
+
+
+def pack_tries(seqs: list[list[int]], bos: int, row_nodes: int = ROW_NODES) -> Packed:
+    """Insert the sentences (best in lexicographic order, so shared prefixes meet) into per-row tries."""
+    import torch
+
+    trie_rows: list[tuple[list, list, list]] = []  # (tokens, parents, depths) per row
+    kids: list[dict] = []
+    targets: list[tuple[int, int, int, int]] = []
+    for owner, seq in enumerate(seqs):
+        new_nodes = max(len(seq) - 1, 0) - matched_prefix(kids, seq) if trie_rows else 0
+        if not trie_rows or (len(trie_rows[-1][0]) + new_nodes > row_nodes and len(trie_rows[-1][0]) > 1):
+            trie_rows.append(([bos], [0], [0]))
+            kids = [{}]
+        tokens, parents, depths = trie_rows[-1]
+        node = 0
+        for j, token in enumerate(seq):
+            targets.append((len(trie_rows) - 1, node, token, owner))
+            if j + 1 < len(seq):
+                child = kids[node].get(token)
+                if child is None:
+                    child = kids[node][token] = len(tokens)
+                    kids.append({})
+                    tokens.append(token)
+                    parents.append(node)
+                    depths.append(depths[node] + 1)
+                node = child
+    width = max(len(r[0]) for r in trie_rows)
+    ids = torch.full((len(trie_rows), width), bos, dtype=torch.long)
+    positions = torch.zeros_like(ids)
+    parents_t = torch.arange(width).repeat(len(trie_rows), 1)
+    for r, (tokens, parents, depths) in enumerate(trie_rows):
+        ids[r, : len(tokens)] = torch.tensor(tokens)
+        positions[r, : len(tokens)] = torch.tensor(depths)
+        parents_t[r, : len(tokens)] = torch.tensor(parents)
+    cols = torch.tensor(targets, dtype=torch.long).reshape(-1, 4).T
+    return Packed(ids, positions, parents_t, *cols)
+
+
+def score_packed(ensemble, seqs: list[list[int]], bos: int, pad: int, with_members: bool):
+    """Prefix-sharing batching: every distinct prefix of the batch is computed once. Returns [K, B]."""
+    import torch
+
+    p = pack_tries(seqs, bos)
+    dev = ensemble.device
+    ids, positions = p.ids.to(dev), p.positions.to(dev)
+    rows, nodes, tokens, owners = (t.to(dev) for t in (p.rows, p.nodes, p.tokens, p.owners))
+    mask = p.attention_mask(ensemble.models[0].dtype).to(dev)
+    logits = [m(input_ids=ids, position_ids=positions, attention_mask=mask).logits for m in ensemble.models]
+
+    def pick(logprobs):
+        picked = logprobs[rows, nodes, tokens].double()
+        return torch.zeros(len(seqs), dtype=torch.float64, device=dev).index_add_(0, owners, picked)
+
+    return member_systems(logits, pick, with_members)
+
+
+def packing_agrees(ensemble, token_lists: list[list[int]], bos: int, pad: int, n: int = 24) -> bool:
+    """Prefix packing needs a model that honours custom 4D attention masks and position ids (HF Llama,
+    Mistral, Qwen2, GPT-2 do); check it on the first sentences in lexicographic order (they share prefixes)
+    against plain batching, and fall back to plain batching when it does not agree."""
+    import torch
+
+    seqs = sorted(token_lists)[:n]
+    with torch.inference_mode():
+        plain = score_padded(ensemble, seqs, bos, pad, True)
+        try:
+            packed = score_packed(ensemble, seqs, bos, pad, True)
+        except Exception:  # any model that cannot run the packed form simply does not get it
+            return False
+    return bool(torch.isfinite(packed).all()) and torch.allclose(plain, packed, rtol=0.0, atol=1e-3)
+
+
+def batches(token_lists: list[list[int]], batch_size: int, packed: bool) -> list[list[int]]:
+    """Sentence indices per forward: lexicographic order for packing (shared prefixes meet), else by length
+    (padding stays small), longest first (an out-of-memory batch, if any, comes first)."""
+    if packed:
+        order = sorted(range(len(token_lists)), key=token_lists.__getitem__)
+    else:
+        order = sorted(range(len(token_lists)), key=lambda i: -len(token_lists[i]))
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def score_sentences(ensemble, token_lists: list[list[int]], bos: int, pad: int, batch_size: int = 64,
+                    with_members: bool = True, progress: bool = True, packed: bool = True) -> np.ndarray:
+    """[K, N] float64 sentence scores; K = members + ensemble (or 1 for a single model)."""
+    import torch
+
+    n_rows = len(ensemble.models) + 1 if with_members and len(ensemble.models) > 1 else 1
+    scores = np.zeros((n_rows, len(token_lists)), dtype=np.float64)
+    score_batch = score_packed if packed else score_padded
+    bar = make_progress("sentences")
+    bar.disable = not progress
+    with bar, torch.inference_mode():
+        task = bar.add_task("BLiMP", total=len(token_lists))
+        for idx in batches(token_lists, batch_size, packed):
+            scores[:, idx] = score_batch(ensemble, [token_lists[i] for i in idx], bos, pad, with_members).numpy()
+            bar.advance(task, len(idx))
+    return scores
+
+
+# ----------------------------------------------------------------------------------------------- results
+@dataclass
+class BlimpResult:
+    """Accuracies of one scored system (a model, an ensemble member, or the ensemble)."""
+
+    name: str
+    kind: str  # "model" | "member" | "ensemble"
+    model_dirs: list[str]
+    suites: dict[str, dict] = field(default_factory=dict)  # suite -> {score, n_pairs, n_subtasks, subtasks}
+    average: float | None = None  # mean of the suite scores when there are several
+
+
+def system_names(model_dirs: list[Path], members: bool = True) -> list[tuple[str, str, list[str]]]:
+    """(name, kind, dirs) of each row of the score matrix, in order: members (if asked), then the ensemble."""
+    dirs = [str(d) for d in model_dirs]
+    if len(dirs) == 1:
+        return [(Path(dirs[0]).name or dirs[0], "model", dirs)]
+    names = [f"m{i + 1}:{Path(d).name}" for i, d in enumerate(dirs)]
+    rows = [(n, "member", [d]) for n, d in zip(names, dirs)] if members else []
+    return rows + [("ensemble", "ensemble", dirs)]
+
+
+def summarise(scores: np.ndarray, subtasks: list[SubtaskPairs], model_dirs: list[Path],
+              members: bool = True) -> list[BlimpResult]:
+    """Per-subtask accuracies, suite scores (unweighted means over subtasks) and their mean, per system."""
+    results = []
+    for k, (name, kind, dirs) in enumerate(system_names(model_dirs, members)):
+        res = BlimpResult(name, kind, dirs)
+        for st in subtasks:
+            acc = float(st.correct(scores[k : k + 1]).mean())
+            suite = res.suites.setdefault(st.suite, {"score": 0.0, "n_pairs": 0, "n_subtasks": 0, "subtasks": {}})
+            suite["subtasks"][st.name] = {"acc": acc, "n": len(st.pairs)}
+        for suite in res.suites.values():
+            accs = [s["acc"] for s in suite["subtasks"].values()]
+            suite.update(score=float(np.mean(accs)), n_subtasks=len(accs),
+                         n_pairs=sum(s["n"] for s in suite["subtasks"].values()))
+        if len(res.suites) > 1:
+            res.average = float(np.mean([s["score"] for s in res.suites.values()]))
+        results.append(res)
+    return results
+
+
+# ----------------------------------------------------------------------------------------------- outputs
+def check_output(path: Path | None, overwrite: bool) -> None:
+    if path is not None:
+        require(overwrite or not Path(path).exists(), f"{path} exists; pass --overwrite to replace it")
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write via a temp file + rename, so a crash never leaves a half-written result."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def sample_lines(scores: np.ndarray, subtasks: list[SubtaskPairs]) -> list[str]:
+    """One JSON line per pair; logp_* are the headline system's (the ensemble's with several dirs)."""
+    lines = []
+    for st in subtasks:
+        good, bad = scores[:, st.good], scores[:, st.bad]
+        for j, p in enumerate(st.pairs):
+            rec = {"suite": st.suite, "subtask": st.name, "index": p.index, "sentence_good": p.good,
+                   "sentence_bad": p.bad, "logp_good": float(good[-1, j]), "logp_bad": float(bad[-1, j]),
+                   "correct": bool(good[-1, j] >= bad[-1, j])}
+            if len(scores) > 1:
+                rec["members_logp_good"] = [float(x) for x in good[:-1, j]]
+                rec["members_logp_bad"] = [float(x) for x in bad[:-1, j]]
+            lines.append(json.dumps(rec, ensure_ascii=False))
+    return lines
+
+
+def results_json(results: list[BlimpResult], settings: dict, timing: dict, device: str) -> str:
+    from bl2.runtime import provenance
+
+    doc = {"settings": settings, "timing": timing, "provenance": provenance(device),
+           "results": [r.__dict__ for r in results]}
+    return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
+
+
+def print_table(results: list[BlimpResult]) -> None:
+    """One table per suite: per-subtask accuracy (%) with a column per system, then the suite score
+    (unweighted mean over subtasks); the mean of the suites last."""
+    from rich.table import Table
+
+    first = results[0]
+    for suite_name, suite in first.suites.items():
+        table = Table(title=f"BLiMP {suite_name}: accuracy (%)")
+        table.add_column("subtask", overflow="fold")  # long names fold; the numbers never do
+        table.add_column("n", justify="right", no_wrap=True)
+        for r in results:
+            table.add_column(r.name, justify="right", no_wrap=True, min_width=5)
+        for st_name, st in suite["subtasks"].items():
+            table.add_row(st_name, str(st["n"]),
+                          *[f"{100 * r.suites[suite_name]['subtasks'][st_name]['acc']:.1f}" for r in results])
+        table.add_section()
+        table.add_row(f"[bold]{suite_name} (macro over {suite['n_subtasks']})[/]", str(suite["n_pairs"]),
+                      *[f"[bold]{100 * r.suites[suite_name]['score']:.1f}[/]" for r in results])
+        console.print(table)
+    for r in results:
+        scores = ", ".join(f"{name} {100 * s['score']:.1f}" for name, s in r.suites.items())
+        average = "" if r.average is None else f", average {100 * r.average:.1f}"
+        console.print(f"[bold]{r.name}[/]: {scores}{average}")
+
+
+# ----------------------------------------------------------------------------------------------- entry point
+def evaluate_blimp(model_dirs: list[Path], data_dir: Path, suite: str = "all", limit: int | None = None,
+                   batch_size: int = 64, device: str = "cpu", out: Path | None = None,
+                   log_samples: Path | None = None, overwrite: bool = False, members: bool = True,
+                   progress: bool = True, show: bool = True, pack: bool = True) -> list[BlimpResult]:
+    """Score the suites with the model (several dirs: each member, then the direct ensemble) and report.
+    pack: share prefixes between sentences when the model passes the packing check (same scores, faster)."""
+    from bl2.eval.ensemble import Ensemble
+
+    model_dirs = [Path(d) for d in model_dirs]
+    require(batch_size >= 1, f"--batch-size must be >= 1, got {batch_size}")
+    check_output(out, overwrite)
+    check_output(log_samples, overwrite)
+    check_model_dirs(model_dirs)
+    suites = load_suites(data_dir, suite, limit)
+    tok = load_tokenizer(model_dirs)
+    sentences, subtasks = index_sentences(suites)
+    token_lists = encode_sentences(tok, sentences)
+    ensemble = Ensemble(model_dirs, device, ENSEMBLE_RULE)
+    check_lengths(sentences, token_lists, max_positions(ensemble.models))
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.bos_token_id  # never scored: any id works
+    if pack and not packing_agrees(ensemble, token_lists, tok.bos_token_id, pad):
+        console.print("[yellow]warning:[/] prefix packing does not reproduce plain batching for this model "
+                      "(custom 4D attention masks / position ids unsupported?); using plain batching")
+        pack = False
+    t0 = time.perf_counter()
+    scores = score_sentences(ensemble, token_lists, tok.bos_token_id, pad, batch_size, members, progress, pack)
+    score_s = time.perf_counter() - t0
+    results = summarise(scores, subtasks, model_dirs, members)
+    if show:
+        print_table(results)
+    if out is not None:
+        settings = {"suite": suite, "data_dir": str(Path(data_dir).resolve()), "suites": [s.name for s in suites],
+                    "limit": limit, "batch_size": batch_size, "device": device, "ensemble_rule": ENSEMBLE_RULE,
+                    "prefix_token_id": tok.bos_token_id, "continuation": "' ' + sentence, no special tokens",
+                    "batching": "prefix tries" if pack else "length-sorted, right-padded",
+                    "date": datetime.now(UTC).isoformat(timespec="seconds")}
+        write_atomic(out, results_json(results, settings, timing(score_s, len(sentences), subtasks), device))
+    if log_samples is not None:
+        write_atomic(log_samples, "\n".join(sample_lines(scores, subtasks)) + "\n")
+    return results
+
+
+def timing(score_s: float, n_sentences: int, subtasks: list[SubtaskPairs]) -> dict:
+    """Throughput of the scoring phase (model loading and data reading excluded)."""
+    n_pairs = sum(len(st.pairs) for st in subtasks)
+    return {"score_s": round(score_s, 3), "n_sentences": n_sentences, "n_pairs": n_pairs,
+            "sentences_per_s": round(n_sentences / score_s, 1), "pairs_per_s": round(n_pairs / score_s, 1)}
+
+
+def check_lengths(sentences: list[str], token_lists: list[list[int]], limit: int | None) -> None:
+    """lm-eval cuts BOS+continuation to the last max_length+1 tokens and asserts the continuation fits in
+    max_length; a longer sentence cannot be scored under the BOS rule, so it is refused, not mis-scored."""
+    if limit is None:
+        return
+    for s, t in zip(sentences, token_lists):
+        require(len(t) <= limit, f"sentence {s[:60]!r} has {len(t)} tokens, more than the model's "
+                f"max_position_embeddings ({limit}); it cannot be scored after a BOS token")
