@@ -26,6 +26,14 @@ app.add_typer(cache_app, name="cache")
 app.add_typer(eval_app, name="eval")
 
 
+@app.callback()
+def _setup() -> None:
+    """Process-wide settings for every command (cheap: no heavy import)."""
+    from bl2.runtime import tune_allocator
+
+    tune_allocator()
+
+
 def user_errors(fn):
     """Turn UserError (and Ctrl-C) into one clean stderr line and exit code 2 (130 for Ctrl-C)."""
 

@@ -84,9 +84,11 @@ def _start(cfg, device_name: str, run_dir: Path, identity: dict, tokenizer_dir: 
     """Shared set-up: device, dtype, run dir, seeded model."""
     from bl2.model.io import build_model, count_params
     from bl2.progress import console
-    from bl2.runtime import autocast_dtype, pick_device, provenance, seed_everything
+    from bl2.runtime import autocast_dtype, pick_device, provenance, seed_everything, tune_allocator
 
     device = pick_device(device_name)
+    if device == "cpu":
+        tune_allocator()
     autocast, reason = autocast_dtype(device)
     run = RunDir(run_dir, identity, tokenizer_dir, resume, overwrite)
     seed_everything(cfg.seed)
