@@ -81,3 +81,23 @@ def assert_user_error(result, *fragments: str) -> None:
     assert len(lines) == 1 and result.stderr.rstrip().endswith(lines[0]), result.stderr
     for frag in fragments:
         assert frag in lines[0], (frag, lines[0])
+
+
+def run_with_crash(monkeypatch, train, crash_step: int) -> None:
+    """Run `train()` but crash it right after checkpoint `crash_step` is saved (a kill between steps)."""
+    from bl2.distill import checkpoint
+
+    real = checkpoint.save
+
+    def save_then_crash(run_dir, step, *a, **k):
+        path = real(run_dir, step, *a, **k)
+        if step == crash_step:
+            raise RuntimeError("simulated crash")
+        return path
+
+    monkeypatch.setattr(checkpoint, "save", save_then_crash)
+    try:
+        with pytest.raises(RuntimeError, match="simulated crash"):
+            train()
+    finally:
+        monkeypatch.setattr(checkpoint, "save", real)

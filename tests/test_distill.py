@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import assert_user_error, run_cli
+from conftest import assert_user_error, run_cli, run_with_crash
 
 from bl2.distill.config import TrainConfig
 from bl2.distill.run import distill, pretrain
@@ -87,22 +87,9 @@ def test_every_mode_trains(tmp_path, caches, mode, temperature):
 
 
 def test_exact_resume_from_cache(tmp_path, caches, monkeypatch):
-    from bl2.distill import checkpoint
-
     full, crashed = tmp_path / "full", tmp_path / "crashed"
     distill(cfg(max_steps=6), full, cache=caches["topk"], device="cpu")
-    real = checkpoint.save
-
-    def crash_at_3(run_dir, step, *a, **k):
-        path = real(run_dir, step, *a, **k)
-        if step == 3:
-            raise RuntimeError("simulated crash")
-        return path
-
-    monkeypatch.setattr(checkpoint, "save", crash_at_3)
-    with pytest.raises(RuntimeError):
-        distill(cfg(max_steps=6), crashed, cache=caches["topk"], device="cpu")
-    monkeypatch.setattr(checkpoint, "save", real)
+    run_with_crash(monkeypatch, lambda: distill(cfg(max_steps=6), crashed, cache=caches["topk"], device="cpu"), 3)
     distill(cfg(max_steps=6), crashed, cache=caches["topk"], resume=True, device="cpu")
     a, b = weights(full), weights(crashed)
     assert all(torch.equal(a[k], b[k]) for k in a)

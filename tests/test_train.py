@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import assert_user_error, run_cli
+from conftest import assert_user_error, run_cli, run_with_crash
 
 from bl2.distill import checkpoint
 from bl2.distill.config import TrainConfig
@@ -65,18 +65,7 @@ def test_exact_resume(tmp_path, data_dir, monkeypatch):
     full, crashed = tmp_path / "full", tmp_path / "crashed"
     pretrain(debug_cfg(), data_dir, full, device="cpu")
 
-    real_save = checkpoint.save
-
-    def save_then_crash(run_dir, step, *a, **k):
-        path = real_save(run_dir, step, *a, **k)
-        if step == 3:
-            raise RuntimeError("simulated crash")
-        return path
-
-    monkeypatch.setattr(checkpoint, "save", save_then_crash)
-    with pytest.raises(RuntimeError, match="simulated crash"):
-        pretrain(debug_cfg(), data_dir, crashed, device="cpu")
-    monkeypatch.setattr(checkpoint, "save", real_save)
+    run_with_crash(monkeypatch, lambda: pretrain(debug_cfg(), data_dir, crashed, device="cpu"), crash_step=3)
     assert not (crashed / "model.safetensors").exists()
     pretrain(debug_cfg(), data_dir, crashed, resume=True, device="cpu")
     a, b = state_of(full), state_of(crashed)
