@@ -174,3 +174,23 @@ def test_sample_target_expectation_is_p_T():
     est /= n_rows
     p_T = torch.softmax(torch.log_softmax((logits[0] + logits[1]) / 2, -1) / 2.0, -1)[0].numpy()
     assert np.abs(est - p_T).max() < 0.01  # ~4 standard errors at 60k draws per position
+
+
+def test_epochs_cycle_through_cached_alignments(tmp_path, data_dir, teachers):
+    """A cache made with --offsets 2: epoch e reads alignment e mod 2 (windows shifted by L/2 tokens)."""
+    import numpy as np
+
+    from bl2.cache.reader import CacheReader
+    from bl2.data.store import TokenStore
+    from bl2.distill.cache_source import CacheWindows
+
+    cache = make_cache(tmp_path / "o2.zarr", data_dir, teachers[:1], "--k", "4", "--offsets", "2")
+    reader = CacheReader(cache)
+    assert reader.window_offsets == [0, 64]
+    tokens = TokenStore(data_dir).split("train").astype(np.int64)
+    source = CacheWindows(reader, seed=0, in_memory=True)
+    for epoch in (0, 1, 2, 3):
+        rows = source.rows(epoch, 0, 4) - (epoch % 2) * reader.windows_per_offset
+        starts = reader.window_offsets[epoch % 2] + rows * 128
+        expected = np.stack([tokens[s : s + 129] for s in starts])
+        assert np.array_equal(source.batch(epoch, 0, 4).input_ids.numpy(), expected)
