@@ -43,6 +43,7 @@ def test_pretrain_lowers_loss_and_writes_run_dir(tmp_path, data_dir):
         assert (out / name).is_file(), name
     run = json.loads((out / "run.json").read_text())
     assert run["identity"]["config"]["preset"] == "debug" and run["provenance"]["torch"] == torch.__version__
+    assert run["config"]["log_every"] == 1 and "log_every" not in run["identity"]["config"]
     assert "device" in run["provenance"] and "git_sha" in run["provenance"]
     assert summary["best_val_ce"] is not None and checkpoint.latest(out).name == "step-000012"
 
@@ -165,3 +166,12 @@ def test_config_file_and_resume_of_finished_run(tmp_path, data_dir):
     after = state_of(out)
     assert all(torch.equal(before[k], after[k]) for k in before)
     shutil.rmtree(out)
+
+
+def test_resume_accepts_new_logging_settings(tmp_path, data_dir, monkeypatch):
+    from conftest import run_with_crash
+
+    out = tmp_path / "r"
+    run_with_crash(monkeypatch, lambda: pretrain(debug_cfg(), data_dir, out, device="cpu"), crash_step=2)
+    pretrain(debug_cfg(log_every=3, ckpt_every=2), data_dir, out, resume=True, device="cpu")
+    assert checkpoint.latest(out).name == "step-000006"

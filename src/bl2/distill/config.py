@@ -9,6 +9,8 @@ from bl2.errors import UserError, require
 from bl2.model.presets import PRESETS, SEQ_LEN, TRAIN_DEFAULTS
 
 KL_REDUCTIONS = ("sequence", "token")
+# Fields that do not change what a run computes: --resume accepts new values for them.
+NOT_IDENTITY = ("log_every", "ckpt_every", "keep_checkpoints", "compile", "eval_batch_size")
 
 
 @dataclass
@@ -66,13 +68,16 @@ class TrainConfig:
         d["betas"] = list(self.betas)
         return d
 
+    def identity(self) -> dict:
+        """The fields a resumed run must share with the run it continues."""
+        return {k: v for k, v in self.to_dict().items() if k not in NOT_IDENTITY}
+
     @classmethod
     def from_sources(cls, preset: str, file: Path | None, overrides: dict) -> TrainConfig:
         """Preset defaults, then a YAML file's values, then explicit command-line values (None = not given)."""
         values = load_yaml(file) if file else {}
         values.update({k: v for k, v in overrides.items() if v is not None})
-        values.setdefault("preset", preset)
-        if preset is not None:
+        if preset is not None:  # the command line's --preset wins over the file's
             values["preset"] = preset
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)

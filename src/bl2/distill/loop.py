@@ -19,6 +19,7 @@ import torch
 from bl2.distill import checkpoint
 from bl2.distill.config import TrainConfig
 from bl2.distill.sources import Prefetcher
+from bl2.errors import require
 
 
 @dataclass
@@ -30,8 +31,6 @@ class Plan:
 
     @classmethod
     def of(cls, cfg: TrainConfig, n_windows: int) -> Plan:
-        from bl2.errors import require
-
         spe = n_windows // cfg.batch_size
         require(spe >= 1, f"{n_windows} training windows are fewer than one batch of {cfg.batch_size}")
         return cls(spe, cfg.max_steps if cfg.max_steps else cfg.epochs * spe)

@@ -25,7 +25,7 @@ class RunDir:
     def __init__(self, path: Path, identity: dict, tokenizer_dir: Path, resume: bool, overwrite: bool):
         self.path, self.identity, self.tokenizer_dir, self.resume = Path(path), identity, Path(tokenizer_dir), resume
         require(not (resume and overwrite), "--resume and --overwrite exclude each other")
-        exists = self.path.exists() and any(self.path.iterdir()) if self.path.is_dir() else self.path.exists()
+        exists = any(self.path.iterdir()) if self.path.is_dir() else self.path.exists()  # an empty dir is new
         if exists and not resume:
             require(overwrite, f"{self.path} already exists; pass --resume to continue it or --overwrite to replace it")
             require((self.path / RUN_JSON).is_file() or (self.path / "config.json").is_file(),
@@ -94,7 +94,8 @@ def _start(cfg, device_name: str, run_dir: Path, identity: dict, tokenizer_dir: 
     seed_everything(cfg.seed)
     vocab = identity["vocab_size"]
     model = build_model(cfg.preset, vocab, cfg.seq_len, cfg.seed).to(device)
-    run.write_run_json({"provenance": provenance(device), "dtype": reason, "n_params": count_params(model),
+    run.write_run_json({"config": cfg.to_dict(), "provenance": provenance(device), "dtype": reason,
+                        "n_params": count_params(model),
                         "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
     console.print(f"{identity['command']}: preset {cfg.preset} ({count_params(model) / 1e6:.2f}M params) on "
                   f"{device}, {reason}; run dir {run.path}")
@@ -109,7 +110,7 @@ def pretrain(cfg, data_dir: Path, out: Path, resume: bool = False, overwrite: bo
     from bl2.distill.sources import RandomOffsetWindows
 
     store = TokenStore(data_dir)
-    identity = {"command": "pretrain", "config": cfg.to_dict(), "vocab_size": store.vocab_size,
+    identity = {"command": "pretrain", "config": cfg.identity(), "vocab_size": store.vocab_size,
                 "data": {"dir": str(Path(data_dir).resolve()), "tokenizer_sha256": store.tokenizer_sha256,
                          "train_sha256": store.split_sha256("train")}}
     source = RandomOffsetWindows(store.split("train"), cfg.seq_len, cfg.seed)
@@ -157,7 +158,7 @@ def _distill_from_cache(cfg, out, cache, data_dir, cache_in_memory, resume, over
     cfg = dataclasses.replace(cfg, seq_len=reader.seq_len)  # the cache's windows fix the sequence length
     t_index = reader.temperature_index(cfg.temperature)  # refuses a T the cache cannot give exactly
     in_memory = decide_in_memory(cache_in_memory, reader.nbytes_decoded())
-    identity = {"command": "distill", "config": cfg.to_dict(), "vocab_size": store.vocab_size,
+    identity = {"command": "distill", "config": cfg.identity(), "vocab_size": store.vocab_size,
                 "data": {"dir": str(data_dir.resolve()), "tokenizer_sha256": store.tokenizer_sha256},
                 "cache": {k: reader.attrs.get(k) for k in ("mode", "k", "n_windows", "seq_len", "temperatures",
                                                            "ensemble", "teachers", "tokens_sha256", "n_draws",
@@ -187,7 +188,7 @@ def _distill_online(cfg, out, teachers, data_dir, ensemble, resume, overwrite, d
     require(ens.vocab_size == store.vocab_size and ens.tokenizer_sha256 in (None, store.tokenizer_sha256),
             f"the teachers' tokenizer differs from {data_dir}'s")
     require(cfg.seq_len <= ens.max_positions, f"seq_len {cfg.seq_len} exceeds the teachers' limit {ens.max_positions}")
-    identity = {"command": "distill-online", "config": cfg.to_dict(), "vocab_size": store.vocab_size,
+    identity = {"command": "distill-online", "config": cfg.identity(), "vocab_size": store.vocab_size,
                 "data": {"dir": str(Path(data_dir).resolve()), "tokenizer_sha256": store.tokenizer_sha256,
                          "train_sha256": store.split_sha256("train")},
                 "teachers": teacher_records(teachers), "ensemble": ensemble}
