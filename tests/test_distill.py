@@ -194,3 +194,15 @@ def test_epochs_cycle_through_cached_alignments(tmp_path, data_dir, teachers):
         starts = reader.window_offsets[epoch % 2] + rows * 128
         expected = np.stack([tokens[s : s + 129] for s in starts])
         assert np.array_equal(source.batch(epoch, 0, 4).input_ids.numpy(), expected)
+
+
+def test_ranks_split_the_global_batch(data_dir):
+    """With world_size 2, the two ranks read disjoint halves of the same global batch."""
+    from bl2.data.store import TokenStore
+    from bl2.distill.sources import FixedWindows, RandomOffsetWindows
+
+    tokens = TokenStore(data_dir).split("train")
+    for make in (lambda **k: RandomOffsetWindows(tokens, 128, 5, **k), lambda **k: FixedWindows(tokens, 128, 5, **k)):
+        whole = make().batch(1, 2, 8).input_ids
+        parts = [make(rank=r, world_size=2).batch(1, 2, 8).input_ids for r in (0, 1)]
+        assert torch.equal(torch.cat(parts).sort(0).values, whole.sort(0).values) and torch.equal(parts[0], whole[0::2])

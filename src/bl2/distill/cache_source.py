@@ -16,7 +16,7 @@ from collections import OrderedDict
 import numpy as np
 import torch
 
-from bl2.distill.order import epoch_order
+from bl2.distill.order import epoch_order, rank_rows
 from bl2.distill.sources import Batch
 from bl2.errors import require
 
@@ -51,9 +51,10 @@ def to_torch(arrays: dict[str, np.ndarray]) -> Batch:
 class CacheWindows:
     """Random access (epoch, batch index) -> Batch over a complete cache."""
 
-    def __init__(self, reader, seed: int, in_memory: bool, buffer: int = 8192):
+    def __init__(self, reader, seed: int, in_memory: bool, buffer: int = 8192, rank: int = 0, world_size: int = 1):
         reader.require_complete()
         self.reader, self.seed, self.buffer, self.in_memory = reader, seed, buffer, in_memory
+        self.rank, self.world_size = rank, world_size
         self.n_windows = reader.windows_per_offset
         self.n_alignments = len(reader.window_offsets)
         self.data = reader.read_all() if in_memory else None  # checksums of every chunk verified here
@@ -67,7 +68,8 @@ class CacheWindows:
             self._order = epoch_order(self.n_windows, self.seed, epoch, block=BLOCK, buffer=self.buffer)
             self._epoch = epoch
         start, _ = self.reader.offset_rows(epoch % self.n_alignments)
-        return start + self._order[index * batch_size : (index + 1) * batch_size]
+        return start + rank_rows(self._order[index * batch_size : (index + 1) * batch_size], self.rank,
+                                 self.world_size)
 
     def batch(self, epoch: int, index: int, batch_size: int) -> Batch:
         rows = self.rows(epoch, index, batch_size)

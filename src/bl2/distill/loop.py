@@ -53,9 +53,12 @@ def make_optimizer(model, cfg: TrainConfig) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, fused=False, foreach=False)
 
 
-def fit(model, cfg: TrainConfig, source, objective, val_windows: np.ndarray, run, device: str, autocast=None):
+def fit(model, cfg: TrainConfig, source, objective, val_windows: np.ndarray, run, device: str, autocast=None,
+        rank: int = 0, world_size: int = 1):
     """Train `model` in place; `run` (a RunDir) receives metrics, checkpoints and the final model.
-    Returns the summary dict (best validation CE and its step)."""
+    Returns the summary dict (best validation CE and its step). rank / world_size: the sources already read
+    per-rank shares of each global batch; gradient all-reduce (DDP under torchrun) is the missing piece."""
+    require(world_size == 1 and rank == 0, "multi-process training (world_size > 1) is not implemented yet")
     from bl2.eval.loss import windows_ce
     from bl2.progress import console, make_progress
 

@@ -25,3 +25,9 @@ def epoch_order(n: int, seed: int, epoch: int, block: int = 256, buffer: int = 8
         rows = np.concatenate([np.arange(b * block, min(n, (b + 1) * block)) for b in blocks[g : g + per_group]])
         parts.append(rng.permutation(rows))
     return np.concatenate(parts)
+
+
+def rank_rows(rows: np.ndarray, rank: int, world_size: int) -> np.ndarray:
+    """This process's share of a global batch (rows rank, rank + world, ...): with world_size processes each
+    reads batch_size / world_size windows of the same global order, so the global batch is unchanged."""
+    return rows[rank::world_size] if world_size > 1 else rows

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from bl2.distill.order import epoch_order, rng_for
+from bl2.distill.order import epoch_order, rank_rows, rng_for
 from bl2.errors import require
 
 
@@ -46,8 +46,8 @@ def gather_windows(tokens: np.ndarray, starts: np.ndarray, length: int) -> torch
 class RandomOffsetWindows:
     """Pretraining windows: W = n // L - 1 windows; epoch e shuffles them and shifts each by a random offset."""
 
-    def __init__(self, tokens: np.ndarray, seq_len: int, seed: int):
-        self.tokens, self.seq_len, self.seed = tokens, seq_len, seed
+    def __init__(self, tokens: np.ndarray, seq_len: int, seed: int, rank: int = 0, world_size: int = 1):
+        self.tokens, self.seq_len, self.seed, self.rank, self.world_size = tokens, seq_len, seed, rank, world_size
         self.n_windows = len(tokens) // seq_len - 1
         require(self.n_windows >= 1, f"the training split has {len(tokens)} tokens: too few for one window of "
                 f"{seq_len + 1} tokens with a random offset")
@@ -62,7 +62,7 @@ class RandomOffsetWindows:
 
     def batch(self, epoch: int, index: int, batch_size: int) -> Batch:
         order, offsets = self._plan(epoch)
-        rows = order[index * batch_size : (index + 1) * batch_size]
+        rows = rank_rows(order[index * batch_size : (index + 1) * batch_size], self.rank, self.world_size)
         return Batch(gather_windows(self.tokens, rows * self.seq_len + offsets[rows], self.seq_len + 1))
 
 
@@ -70,8 +70,10 @@ class FixedWindows:
     """The non-overlapping windows of a split at fixed offsets (alignment e mod N in epoch e), ordered like a
     cache of the same windows (see order.epoch_order)."""
 
-    def __init__(self, tokens: np.ndarray, seq_len: int, seed: int, offsets=(0,), buffer: int = 8192):
+    def __init__(self, tokens: np.ndarray, seq_len: int, seed: int, offsets=(0,), buffer: int = 8192,
+                 rank: int = 0, world_size: int = 1):
         self.tokens, self.seq_len, self.seed, self.offsets, self.buffer = tokens, seq_len, seed, list(offsets), buffer
+        self.rank, self.world_size = rank, world_size
         self.n_windows = (len(tokens) - 1 - max(self.offsets)) // seq_len
         require(self.n_windows >= 1, f"the split has {len(tokens)} tokens: too few for one window of {seq_len + 1}")
         self._epoch, self._order = None, None
@@ -79,7 +81,7 @@ class FixedWindows:
     def batch(self, epoch: int, index: int, batch_size: int) -> Batch:
         if self._epoch != epoch:
             self._order, self._epoch = epoch_order(self.n_windows, self.seed, epoch, buffer=self.buffer), epoch
-        rows = self._order[index * batch_size : (index + 1) * batch_size]
+        rows = rank_rows(self._order[index * batch_size : (index + 1) * batch_size], self.rank, self.world_size)
         offset = self.offsets[epoch % len(self.offsets)]
         return Batch(gather_windows(self.tokens, offset + rows * self.seq_len, self.seq_len + 1))
 
