@@ -205,4 +205,4 @@ def test_ranks_split_the_global_batch(data_dir):
     for make in (lambda **k: RandomOffsetWindows(tokens, 128, 5, **k), lambda **k: FixedWindows(tokens, 128, 5, **k)):
         whole = make().batch(1, 2, 8).input_ids
         parts = [make(rank=r, world_size=2).batch(1, 2, 8).input_ids for r in (0, 1)]
-        assert torch.equal(torch.cat(parts).sort(0).values, whole.sort(0).values) and torch.equal(parts[0], whole[0::2])
+        assert torch.equal(parts[0], whole[0::2]) and torch.equal(parts[1], whole[1::2])
