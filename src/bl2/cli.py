@@ -97,10 +97,16 @@ ResumeOpt = Annotated[bool, typer.Option(help="Continue from the newest checkpoi
 OverwriteOpt = Annotated[bool, typer.Option(help="Replace an existing run dir.")]
 
 
-def train_config(preset: str, config: Path | None, **values):
-    """Preset defaults < YAML file < command line."""
+# the training options that pretrain and distill share (their parameters of the same names)
+TRAIN_OPTIONS = ("seed", "epochs", "lr", "batch_size", "grad_accum", "warmup", "weight_decay", "max_steps",
+                 "log_every", "ckpt_every", "compile")
+
+
+def train_config(preset: str, config: Path | None, options: dict, **extra):
+    """Preset defaults < YAML file < command line (`options`: the command's locals(); unset ones are None)."""
     from bl2.distill.config import TrainConfig
 
+    values = {k: options[k] for k in TRAIN_OPTIONS} | extra
     return TrainConfig.from_sources(preset, config, {k: v for k, v in values.items() if v is not None})
 
 
@@ -129,9 +135,7 @@ def pretrain(
     """Pretrain a Llama preset from scratch with cross-entropy (a teacher, or a no-distillation baseline)."""
     from bl2.distill.run import pretrain as run
 
-    cfg = train_config(preset, config, seed=seed, epochs=epochs, lr=lr, batch_size=batch_size, grad_accum=grad_accum,
-                       warmup=warmup, weight_decay=weight_decay, max_steps=max_steps, log_every=log_every,
-                       ckpt_every=ckpt_every, compile=compile)
+    cfg = train_config(preset, config, locals())
     run(cfg, data, out, resume=resume, overwrite=overwrite, device=device)
 
 
@@ -171,9 +175,7 @@ def distill(
     """Train a student on alpha * CE + (1 - alpha) * T^2 * KL(teachers || student), from a cache or live."""
     from bl2.distill.run import distill as run
 
-    cfg = train_config(preset, config, seed=seed, epochs=epochs, lr=lr, batch_size=batch_size, grad_accum=grad_accum,
-                       warmup=warmup, weight_decay=weight_decay, max_steps=max_steps, log_every=log_every,
-                       ckpt_every=ckpt_every, compile=compile, alpha=alpha, temperature=temperature,
+    cfg = train_config(preset, config, locals(), alpha=alpha, temperature=temperature,
                        kl_reduction=kl_reduction, shuffle_buffer=shuffle_buffer)
     rule = ENSEMBLE_RULES.get(ensemble)
     if rule is None:
