@@ -62,7 +62,8 @@ def main() -> None:
     print("\n### topk vs sample vs full at equal steps (the first subset windows of the 2-teacher caches)\n")
     print("\n".join(table(out, SUBSET)))
     ce = {k: (load(out, k) or {}).get("ce") for k, _ in ROWS}
-    if all(ce.get(k) is not None for k in ("teacher0", "teacher1", "teacher2", "student1", "student2", "student3")):
+    needed = ("teacher0", "teacher1", "teacher2", "ens2", "student1", "student2", "student3")
+    if all(ce.get(k) is not None for k in needed):
         best_t = min(ce["teacher0"], ce["teacher1"], ce["teacher2"])
         print(f"\nbest teacher test CE {best_t:.4f}; students 1/2/3 teachers: {ce['student1']:.4f} / "
               f"{ce['student2']:.4f} / {ce['student3']:.4f}; direct ensemble of 2: {ce['ens2']:.4f}")
