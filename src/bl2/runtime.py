@@ -113,3 +113,4 @@ def tune_allocator() -> bool:
         return bool(libc.mallopt(m_mmap_threshold, 1 << 30) and libc.mallopt(m_trim_threshold, 1 << 31))
     except (OSError, AttributeError):
         return False
+
