@@ -47,12 +47,10 @@ def bare_forward(ensemble, plan, n_windows: int, batch_size: int) -> tuple[float
 
     from bl2.cache import schema
 
-    a = plan.attrs
     t0, cpu0 = time.perf_counter(), time.process_time()
     for s in range(0, n_windows, schema.SHARD_WINDOWS):
         rows = np.arange(s, min(n_windows, s + schema.SHARD_WINDOWS))
-        windows = schema.gather_windows(plan.tokens, schema.row_starts(rows, a["windows_per_offset"],
-                                                                       a["window_offsets"], a["seq_len"]), a["seq_len"])
+        windows = plan.windows(rows)
         for b in range(0, len(rows), batch_size):
             x = torch.from_numpy(windows[b : b + batch_size, :-1].astype(np.int64)).to(ensemble.device)
             logits = ensemble.member_logits(x)

@@ -47,7 +47,7 @@ def cache_info(path: str) -> dict:
     rich_console.print(table)
     total = r.nbytes_stored()
     out(f"  size on disk {total / 1e6:,.2f} MB = {total / tokens:.1f} B/token "
-                  f"({tokens:,} tokens); decoded in RAM {r.nbytes_decoded() / 1e6:,.1f} MB")
+        f"({tokens:,} tokens); decoded in RAM {r.nbytes_decoded() / 1e6:,.1f} MB")
     status = "complete" if r.complete else f"INCOMPLETE: {r.windows_done}/{r.n_windows} windows written"
     out(f"  status: {status}")
     for line in format_diagnostics(a.get("diagnostics") or {}):

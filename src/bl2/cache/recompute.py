@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bl2.cache.verify import ABS_TOL, REL_TOL, SAMPLE_MATCH, Checks
+from bl2.cache.verify import ABS_TOL, REL_TOL, SAMPLE_MATCH, Checks, logsumexp
 
 
 def _close(stored: np.ndarray, ref: np.ndarray) -> tuple[bool, float]:
@@ -29,14 +29,9 @@ def compare_topk(block: dict, lp: np.ndarray, temps: list[float], c: Checks) -> 
     gap = outside.max(-1) - at_ids.min(-1)  # > 0 when a token outside the head beats one inside it
     c.check("recompute", bool((gap <= ABS_TOL).all()), f"stored ids are not the top-k (gap {gap.max():.4f})")
     if "logz" in block:
-        ref = np.stack([_logsumexp(lp / t) for t in temps], -1)
+        ref = np.stack([logsumexp(lp / t) for t in temps], -1)
         ok, err = _close(block["logz"], ref)
         c.check("recompute", ok, f"logz differs from the full-vocabulary value by up to {err:.5f}")
-
-
-def _logsumexp(x: np.ndarray) -> np.ndarray:
-    top = x.max(-1, keepdims=True)
-    return (top + np.log(np.exp(x - top).sum(-1, keepdims=True)))[..., 0]
 
 
 def recompute_check(r, teachers: list[Path], n_windows: int, device: str, c: Checks) -> None:

@@ -11,12 +11,19 @@ from pathlib import Path
 import numpy as np
 
 from bl2.cache import schema
+from bl2.cache.diagnostics import head_mass
 from bl2.cache.reader import CacheReader
 from bl2.errors import UserError
 
 # fp16 stores a value with relative error <= 2^-11; recomputation may also see float noise from batching.
 REL_TOL, ABS_TOL = 2e-3, 2e-3
 SAMPLE_MATCH = 0.99  # fraction of positions whose draws must reproduce exactly (CPU batching can flip a rare draw)
+
+
+def logsumexp(x: np.ndarray) -> np.ndarray:
+    """log(sum(exp(x))) over the last axis, stably."""
+    top = x.max(-1, keepdims=True)
+    return (top + np.log(np.exp(x - top).sum(-1, keepdims=True)))[..., 0]
 
 
 class Checks:
@@ -87,11 +94,9 @@ def check_topk(r: CacheReader, block: dict, where: str, c: Checks) -> None:
                 f"log-probs must be finite and <= 0 ({where})")
         for t in r.temperatures:
             ti = r.temperature_index(t)
-            lz = block.get("logz") if ti is not None else None
-            if ti is not None and lz is None:
+            if ti is not None and "logz" not in block:  # logz failed its checksum: reported above
                 continue
-            lp_t = lp / t - (0.0 if lz is None else lz[..., ti : ti + 1])
-            mass = np.exp(lp_t).sum(-1)
+            mass = head_mass(block["topk_logp"], block.get("logz"), t, ti)
             c.check("head mass", bool(np.isfinite(mass).all() and (mass <= 1 + 1e-2).all()),
                     f"head mass at T={t:g} exceeds 1 (max {np.nanmax(mass):.4f}) ({where})")
 
@@ -99,10 +104,7 @@ def check_topk(r: CacheReader, block: dict, where: str, c: Checks) -> None:
 def check_full(r: CacheReader, block: dict, where: str, c: Checks) -> None:
     if "logp" not in block:
         return
-    lp = block["logp"].astype(np.float32)
-    top = lp.max(-1, keepdims=True)
-    lse = (top + np.log(np.exp(lp - top).sum(-1, keepdims=True)))[..., 0]
-    worst = float(np.abs(lse).max())
+    worst = float(np.abs(logsumexp(block["logp"].astype(np.float32))).max())
     c.check("logp normalised", worst < 1e-2, f"max |logsumexp(logp)| {worst:.4f} ({where})")
 
 

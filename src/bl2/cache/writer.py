@@ -88,6 +88,12 @@ class Plan:
     tokens: np.ndarray
     spec: TargetSpec
 
+    def windows(self, rows: np.ndarray) -> np.ndarray:
+        """[len(rows), L+1] uint16 tokens of the given (alignment-major) rows."""
+        a = self.attrs
+        starts = schema.row_starts(rows, a["windows_per_offset"], a["window_offsets"], a["seq_len"])
+        return schema.gather_windows(self.tokens, starts, a["seq_len"])
+
 
 def window_geometry(cfg: CacheLogitsConfig, n_tokens: int, seq: int) -> tuple[list[int], int]:
     """(window offsets, windows per offset) of the split, checked to hold at least one window."""
@@ -133,10 +139,8 @@ def compute_shard(ensemble, plan: Plan, start: int, stop: int, batch_size: int, 
     """All arrays of rows [start, stop), forwarded in batches that never leave the shard."""
     import torch
 
-    a = plan.attrs
     rows = np.arange(start, stop)
-    starts = schema.row_starts(rows, a["windows_per_offset"], a["window_offsets"], a["seq_len"])
-    windows = schema.gather_windows(plan.tokens, starts, a["seq_len"])
+    windows = plan.windows(rows)
     block: dict[str, np.ndarray] = {"input_ids": windows}
     for b in range(0, len(rows), batch_size):
         x = torch.from_numpy(windows[b : b + batch_size, :-1].astype(np.int64)).to(ensemble.device)

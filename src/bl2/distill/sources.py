@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from bl2.cache import schema
 from bl2.distill.order import epoch_order, rank_rows, rng_for
 from bl2.errors import require
 
@@ -38,9 +39,9 @@ class Batch:
                      {k: v.to(device, non_blocking=True) for k, v in self.targets.items()})
 
 
-def gather_windows(tokens: np.ndarray, starts: np.ndarray, length: int) -> torch.Tensor:
-    idx = starts[:, None] + np.arange(length)[None, :]
-    return torch.from_numpy(tokens[idx].astype(np.int64))
+def gather_windows(tokens: np.ndarray, starts: np.ndarray, seq_len: int) -> torch.Tensor:
+    """[len(starts), L+1] int64 windows (the cache's windows, as the model's input type)."""
+    return torch.from_numpy(schema.gather_windows(tokens, starts, seq_len).astype(np.int64))
 
 
 class RandomOffsetWindows:
@@ -63,7 +64,7 @@ class RandomOffsetWindows:
     def batch(self, epoch: int, index: int, batch_size: int) -> Batch:
         order, offsets = self._plan(epoch)
         rows = rank_rows(order[index * batch_size : (index + 1) * batch_size], self.rank, self.world_size)
-        return Batch(gather_windows(self.tokens, rows * self.seq_len + offsets[rows], self.seq_len + 1))
+        return Batch(gather_windows(self.tokens, rows * self.seq_len + offsets[rows], self.seq_len))
 
 
 class FixedWindows:
@@ -83,7 +84,7 @@ class FixedWindows:
             self._order, self._epoch = epoch_order(self.n_windows, self.seed, epoch, buffer=self.buffer), epoch
         rows = rank_rows(self._order[index * batch_size : (index + 1) * batch_size], self.rank, self.world_size)
         offset = self.offsets[epoch % len(self.offsets)]
-        return Batch(gather_windows(self.tokens, offset + rows * self.seq_len, self.seq_len + 1))
+        return Batch(gather_windows(self.tokens, offset + rows * self.seq_len, self.seq_len))
 
 
 def eval_windows(tokens: np.ndarray, seq_len: int) -> np.ndarray:
