@@ -54,12 +54,18 @@ def data_dir(tmp_path_factory, corpus_dirs) -> Path:
 @pytest.fixture(scope="session")
 def debug_model_dir(tmp_path_factory, data_dir) -> Path:
     """An untrained debug-preset model dir with the DATA tokenizer (seed 0): treat it as read-only."""
+    return make_debug_model(tmp_path_factory.mktemp("models") / "debug0", data_dir, seed=0)
+
+
+def make_debug_model(out: Path, data_dir: Path, seed: int, vocab: int | None = None) -> Path:
+    """An untrained debug-preset model dir (seq_len 128) with DATA's tokenizer files, made once per path;
+    `vocab` other than DATA's makes a deliberately mismatched model."""
     from bl2.data.store import TokenStore
     from bl2.model.io import build_model, save_model_dir
 
-    out = tmp_path_factory.mktemp("models") / "debug0"
-    model = build_model("debug", TokenStore(data_dir).vocab_size, seq_len=128, seed=0)
-    save_model_dir(model, out, data_dir)
+    if not out.exists():
+        vocab = vocab or TokenStore(data_dir).vocab_size
+        save_model_dir(build_model("debug", vocab, seq_len=128, seed=seed), out, data_dir)
     return out
 
 

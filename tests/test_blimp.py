@@ -4,6 +4,7 @@ direct ensembles, the CLI end to end and every user-error path (exit 2, one line
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import make_debug_model
 from typer.testing import CliRunner
 
 from bl2.cli import app
@@ -44,12 +46,7 @@ def eval_dir(tmp_path) -> Path:
 @pytest.fixture(scope="module")
 def second_model_dir(tmp_path_factory, data_dir) -> Path:
     """Another untrained debug model (seed 1) with the same tokenizer: the other ensemble member."""
-    from bl2.data.store import TokenStore
-    from bl2.model.io import build_model, save_model_dir
-
-    out = tmp_path_factory.mktemp("models") / "debug1"
-    save_model_dir(build_model("debug", TokenStore(data_dir).vocab_size, seq_len=128, seed=1), out, data_dir)
-    return out
+    return make_debug_model(tmp_path_factory.mktemp("models") / "debug1", data_dir, seed=1)
 
 
 def naive_logp(model_dirs: list[Path], sentence: str) -> float:
@@ -321,7 +318,7 @@ def test_cli_subprocess_error_is_one_clean_line(tmp_path, debug_model_dir):
     """The installed entry point: exit code 2, one stderr line, no traceback (also without --data-dir)."""
     bl2 = Path(sys.executable).with_name("bl2")
     cmd = [str(bl2)] if bl2.is_file() else [sys.executable, "-m", "bl2"]
-    env = {k: v for k, v in __import__("os").environ.items() if k != "BL2_EVAL_DATA"}
+    env = {k: v for k, v in os.environ.items() if k != "BL2_EVAL_DATA"}
     proc = subprocess.run([*cmd, "eval", "blimp", str(debug_model_dir)], capture_output=True, text=True, env=env)
     assert proc.returncode == 2
     assert proc.stderr == "error: no BLiMP data dir: pass --data-dir DIR or set BL2_EVAL_DATA\n"

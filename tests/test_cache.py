@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import make_debug_model
 
 from bl2.cache.reader import CacheReader
 from bl2.cache.writer import CacheLogitsConfig, cache_logits
@@ -18,22 +19,10 @@ from bl2.errors import UserError
 SEQ = 16
 
 
-def make_teachers(root: Path, data_dir: Path, seeds=(1, 2), vocab: int | None = None) -> list[Path]:
-    from bl2.data.store import TokenStore
-    from bl2.model.io import build_model, save_model_dir
-
-    vocab = vocab or TokenStore(data_dir).vocab_size
-    dirs = []
-    for seed in seeds:
-        out = root / f"debug-{seed}-{vocab}"
-        save_model_dir(build_model("debug", vocab, 128, seed), out, data_dir)
-        dirs.append(out)
-    return dirs
-
-
 @pytest.fixture(scope="module")
 def teachers(tmp_path_factory, data_dir) -> list[Path]:
-    return make_teachers(tmp_path_factory.mktemp("teachers"), data_dir)
+    root = tmp_path_factory.mktemp("teachers")
+    return [make_debug_model(root / f"debug-{seed}", data_dir, seed) for seed in (1, 2)]
 
 
 @pytest.fixture(scope="module")

@@ -12,25 +12,19 @@ import sys
 import time
 from pathlib import Path
 
+import conftest
 import numpy as np
 import pytest
-from typer.testing import CliRunner
+from conftest import make_debug_model
+from conftest import run_cli as run
 
 from bl2.cache.reader import CacheReader
-from bl2.cli import app
 
 SEQ = 16
 
 
 def make_teacher(root: Path, data_dir: Path, seed: int, vocab: int | None = None) -> Path:
-    from bl2.data.store import TokenStore
-    from bl2.model.io import build_model, save_model_dir
-
-    vocab = vocab or TokenStore(data_dir).vocab_size
-    out = root / f"debug-{seed}-{vocab}"
-    if not out.exists():
-        save_model_dir(build_model("debug", vocab, 128, seed), out, data_dir)
-    return out
+    return make_debug_model(root / f"debug-{seed}-{vocab or 'data'}", data_dir, seed, vocab)
 
 
 @pytest.fixture(scope="module")
@@ -43,19 +37,14 @@ def teachers(root, data_dir) -> str:
     return ",".join(str(make_teacher(root, data_dir, s)) for s in (1, 2))
 
 
-def run(*args: str):
-    return CliRunner().invoke(app, [str(a) for a in args])
-
-
 def base_args(data_dir, teachers, out, *extra):
     return ["cache-logits", "--data", data_dir, "--teachers", teachers, "--out", out, "--seq-len", SEQ, *extra]
 
 
 def assert_user_error(result, match: str) -> None:
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output and isinstance(result.exception, SystemExit)
-    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
-    assert "error:" in result.stderr and match in result.stderr, result.stderr
+    """conftest's check, and nothing else on stderr (not even a warning)."""
+    conftest.assert_user_error(result, match)
+    assert isinstance(result.exception, SystemExit) and len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
 def snapshot(path: Path) -> dict:

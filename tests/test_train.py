@@ -169,8 +169,6 @@ def test_config_file_and_resume_of_finished_run(tmp_path, data_dir):
 
 
 def test_resume_accepts_new_logging_settings(tmp_path, data_dir, monkeypatch):
-    from conftest import run_with_crash
-
     out = tmp_path / "r"
     run_with_crash(monkeypatch, lambda: pretrain(debug_cfg(), data_dir, out, device="cpu"), crash_step=2)
     pretrain(debug_cfg(log_every=3, ckpt_every=2), data_dir, out, resume=True, device="cpu")
