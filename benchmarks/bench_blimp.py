@@ -24,7 +24,6 @@ import tempfile
 import time
 from pathlib import Path
 
-SUITES = {"filtered": "blimp_filtered", "supplement": "supplement_filtered"}
 TASK_PREFIX = "bl2bench"
 
 
@@ -34,14 +33,17 @@ def fail(msg: str) -> None:
 
 
 def suite_files(data_dir: Path, suite: str) -> dict[str, list[Path]]:
-    """Same layout rule as `bl2 eval blimp`: DIR/*.jsonl is one suite, else the BabyLM folders."""
-    if any(data_dir.glob("*.jsonl")):
-        return {data_dir.resolve().name: sorted(data_dir.glob("*.jsonl"))}
-    keys = list(SUITES) if suite == "all" else [suite]
-    out = {SUITES[k]: sorted((data_dir / SUITES[k]).glob("*.jsonl")) for k in keys}
+    """The subtask files of each suite, found by `bl2 eval blimp`'s own layout rule."""
+    from bl2.errors import UserError
+    from bl2.eval.blimp_data import suite_folders
+
+    try:
+        out = {name: sorted(folder.glob("*.jsonl")) for name, folder in suite_folders(data_dir, suite)}
+    except UserError as e:
+        fail(str(e))
     for name, files in out.items():
         if not files:
-            fail(f"no *.jsonl files in {data_dir / name}")
+            fail(f"no *.jsonl files in suite {name} of {data_dir}")
     return out
 
 
