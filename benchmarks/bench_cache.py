@@ -62,7 +62,7 @@ def bare_forward(ensemble, plan, n_windows: int, batch_size: int) -> tuple[float
 
 def throughput(args, teachers: list[Path], work: Path) -> dict:
     from bl2.cache.writer import CacheLogitsConfig, cache_logits, plan_cache
-    from bl2.eval.ensemble import Ensemble
+    from bl2.model.ensemble import Ensemble
     from bl2.runtime import pick_device
 
     device = pick_device(args.device)

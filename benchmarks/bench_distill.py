@@ -27,6 +27,7 @@ CONFIGS = ("ce", "cache-ram", "cache-stream", "online")
 
 def child(args) -> None:
     """Train one configuration for warmup + steps steps; print {step_times, peak_rss_mb} as JSON."""
+    from bl2 import metrics
     from bl2.distill.config import TrainConfig
     from bl2.distill.run import distill, pretrain
 
@@ -42,8 +43,7 @@ def child(args) -> None:
     else:
         distill(cfg, out, cache=args.cache, data_dir=args.data, device="cpu", overwrite=True,
                 cache_in_memory="yes" if args.config == "cache-ram" else "no")
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    tps = [r["tokens_per_s"] for r in rows if "tokens_per_s" in r][args.warmup:]
+    tps = [r["tokens_per_s"] for r in metrics.read(out / "metrics.jsonl", "train")][args.warmup:]
     tokens = args.batch_size * 128
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
     result = {"step_s": [tokens / t for t in tps], "peak_rss_mb": peak_mb}

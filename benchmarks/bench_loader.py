@@ -20,10 +20,10 @@ from pathlib import Path
 
 
 def loader_rate(reader, in_memory: bool, batch_size: int, batches: int, buffer: int) -> dict:
-    from bl2.distill.cache_source import CacheWindows
+    from bl2.distill.cache_source import CacheWindows, open_cache
 
     t0 = time.perf_counter()
-    source = CacheWindows(reader, seed=0, in_memory=in_memory, buffer=buffer)
+    source = CacheWindows(open_cache(reader, "yes" if in_memory else "no"), seed=0, buffer=buffer)
     setup = time.perf_counter() - t0
     n = min(batches, source.n_windows // batch_size)
     t0 = time.perf_counter()
@@ -34,10 +34,10 @@ def loader_rate(reader, in_memory: bool, batch_size: int, batches: int, buffer: 
 
 
 def student_rate(reader, preset: str, batch_size: int, steps: int) -> dict:
-    from bl2.distill.cache_source import CacheWindows
+    from bl2.distill.cache_source import CacheWindows, open_cache
     from bl2.distill.config import TrainConfig
     from bl2.distill.loop import make_optimizer
-    from bl2.distill.objective import CachedTargets
+    from bl2.distill.objective import LossSpec, Objective
     from bl2.model.io import build_model
     from bl2.runtime import tune_allocator
 
@@ -45,8 +45,8 @@ def student_rate(reader, preset: str, batch_size: int, steps: int) -> dict:
     cfg = TrainConfig(preset=preset, batch_size=batch_size)
     model = build_model(preset, reader.vocab_size, reader.seq_len, seed=0)
     opt = make_optimizer(model, cfg)
-    objective = CachedTargets(reader.mode, 0.5, 1.0, "sequence", reader.temperature_index(1.0), reader.n_draws)
-    source = CacheWindows(reader, seed=0, in_memory=True)
+    objective = Objective(LossSpec(reader.mode, 0.5, 1.0, "sequence", reader.temperature_index(1.0), reader.n_draws))
+    source = CacheWindows(open_cache(reader, "yes"), seed=0)
     times = []
     for i in range(steps + 2):
         batch = source.batch(0, i, batch_size)

@@ -9,6 +9,8 @@ import json
 import sys
 from pathlib import Path
 
+from bl2 import metrics
+
 ROWS = [
     ("teacher0", "teacher 0 (seed 0)"), ("teacher1", "teacher 1 (seed 1)"), ("teacher2", "teacher 2 (seed 2)"),
     ("ens2", "direct ensemble of teachers 0+1 (logits averaged)"),
@@ -38,7 +40,7 @@ def best_val(out: Path, name: str) -> str:
     path = out / "runs" / name / "metrics.jsonl"
     if not path.exists():
         return "–"
-    done = [json.loads(line) for line in path.read_text().splitlines() if '"event": "done"' in line]
+    done = metrics.events(path, "done")
     return f"{done[-1]['best_val_ce']:.4f} @ {done[-1]['best_step']}" if done else "–"
 
 

@@ -141,7 +141,7 @@ def test_pack_tries_shares_prefixes_and_masks_to_ancestors():
 
 @needs_shared
 def test_packed_equals_plain_batching(debug_model_dir, second_model_dir):
-    from bl2.eval.ensemble import Ensemble
+    from bl2.model.ensemble import Ensemble
 
     ens = Ensemble([debug_model_dir, second_model_dir])
     tok = load_tokenizer([debug_model_dir])

@@ -223,7 +223,7 @@ def test_fast_topk_equals_torch_topk(vocab, k):
 @pytest.mark.parametrize("rule", ["logit_mean", "prob_mean"])
 def test_slice_ensemble_equals_combine(rule):
     from bl2.cache.targets import ensemble_logprobs
-    from bl2.eval.ensemble import combine
+    from bl2.model.ensemble import combine
 
     logits = [torch.randn(40, 300, generator=torch.Generator().manual_seed(s)) * 3 for s in range(3)]
     ref = combine(logits, rule)

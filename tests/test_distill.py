@@ -11,6 +11,7 @@ import pytest
 import torch
 from conftest import assert_user_error, run_cli, run_with_crash
 
+from bl2 import metrics
 from bl2.distill.config import TrainConfig
 from bl2.distill.run import distill, pretrain
 
@@ -51,8 +52,7 @@ def caches(tmp_path_factory, data_dir, teachers) -> dict[str, Path]:
 
 
 def rows(run_dir: Path, key: str) -> list[float]:
-    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-    return [json.loads(line)[key] for line in lines if key in json.loads(line)]
+    return [r[key] for r in metrics.read(run_dir / "metrics.jsonl") if key in r]
 
 
 def weights(run_dir: Path) -> dict[str, torch.Tensor]:
@@ -97,11 +97,11 @@ def test_exact_resume_from_cache(tmp_path, caches, monkeypatch):
 
 def test_streaming_equals_in_memory(caches):
     from bl2.cache.reader import CacheReader
-    from bl2.distill.cache_source import CacheWindows
+    from bl2.distill.cache_source import CacheWindows, open_cache
 
     reader = CacheReader(caches["topk"])
-    ram = CacheWindows(reader, seed=3, in_memory=True, buffer=512)
-    stream = CacheWindows(reader, seed=3, in_memory=False, buffer=512)
+    ram = CacheWindows(open_cache(reader, "yes"), seed=3, buffer=512)
+    stream = CacheWindows(open_cache(reader, "no"), seed=3, buffer=512)
     for epoch, index in [(0, 0), (0, 3), (1, 2)]:
         a, b = ram.batch(epoch, index, 8), stream.batch(epoch, index, 8)
         assert torch.equal(a.input_ids, b.input_ids)
@@ -182,13 +182,13 @@ def test_epochs_cycle_through_cached_alignments(tmp_path, data_dir, teachers):
 
     from bl2.cache.reader import CacheReader
     from bl2.data.store import TokenStore
-    from bl2.distill.cache_source import CacheWindows
+    from bl2.distill.cache_source import CacheWindows, open_cache
 
     cache = make_cache(tmp_path / "o2.zarr", data_dir, teachers[:1], "--k", "4", "--offsets", "2")
     reader = CacheReader(cache)
     assert reader.window_offsets == [0, 64]
     tokens = TokenStore(data_dir).split("train").astype(np.int64)
-    source = CacheWindows(reader, seed=0, in_memory=True)
+    source = CacheWindows(open_cache(reader, "yes"), seed=0)
     for epoch in (0, 1, 2, 3):
         rows = source.rows(epoch, 0, 4) - (epoch % 2) * reader.windows_per_offset
         starts = reader.window_offsets[epoch % 2] + rows * 128
@@ -206,3 +206,18 @@ def test_ranks_split_the_global_batch(data_dir):
         whole = make().batch(1, 2, 8).input_ids
         parts = [make(rank=r, world_size=2).batch(1, 2, 8).input_ids for r in (0, 1)]
         assert torch.equal(parts[0], whole[0::2]) and torch.equal(parts[1], whole[1::2])
+
+
+def test_one_decoded_cache_serves_several_jobs(tmp_path, caches):
+    """A process training many students decodes the cache once and hands it to every job; the result equals
+    the plain `distill --cache` run."""
+    from bl2.distill.cache_source import open_cache
+    from bl2.distill.job import cache_job
+    from bl2.distill.loop import train
+
+    opened = open_cache(str(caches["topk"]), "yes")
+    for seed in (0, 1):
+        train(cache_job(cfg(seed=seed, max_steps=3), opened), str(tmp_path / f"s{seed}"), device="cpu")
+    distill(cfg(seed=1, max_steps=3), tmp_path / "plain", cache=caches["topk"], device="cpu")
+    a, b = weights(tmp_path / "s1"), weights(tmp_path / "plain")
+    assert all(torch.equal(a[k], b[k]) for k in a)

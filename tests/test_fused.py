@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from bl2.distill import fused
-from bl2.distill.objective import CachedTargets, CrossEntropy
+from bl2.distill.objective import LossSpec, Objective
 from bl2.distill.sources import Batch
 
 B, L, V, K = 3, 5, 50, 6
@@ -31,9 +31,9 @@ def make_batch(seed: int = 0) -> tuple[torch.Tensor, Batch]:
     return logits, Batch(ids, targets)
 
 
-def run(objective, logits, batch):
+def run(objective, logits, batch, reference=False):
     z = logits.clone().requires_grad_(True)
-    parts = objective(z, batch)
+    parts = objective.reference(z, batch) if reference else objective(z, batch)
     parts.total.backward()
     return parts, z.grad
 
@@ -48,10 +48,9 @@ CASES = [("full", 1.0, None), ("full", 2.0, None), ("topk", 1.0, None), ("topk",
 def test_fused_equals_reference(mode, T, t_index, reduction, alpha, monkeypatch):
     monkeypatch.setattr(fused, "CHUNK_ELEMENTS", 4 * V)  # several chunks per batch
     logits, batch = make_batch()
-    obj = CachedTargets(mode, alpha, T, reduction, t_index=t_index, n_draws=20)
+    obj = Objective(LossSpec(mode, alpha, T, reduction, t_index=t_index, n_draws=20))
     a, ga = run(obj, logits, batch)
-    obj.reference = True
-    b, gb = run(obj, logits, batch)
+    b, gb = run(obj, logits, batch, reference=True)
     for x, y in [(a.total, b.total), (a.ce, b.ce), (a.kl, b.kl)]:
         assert torch.allclose(x.double(), y.double(), rtol=1e-5, atol=1e-7), (x, y)
     assert torch.allclose(ga, gb, rtol=1e-4, atol=1e-8)
@@ -59,10 +58,8 @@ def test_fused_equals_reference(mode, T, t_index, reduction, alpha, monkeypatch)
 
 def test_fused_ce_equals_cross_entropy():
     logits, batch = make_batch(1)
-    a, ga = run(CrossEntropy(), logits, batch)
-    ref = CrossEntropy()
-    ref.reference = True
-    b, gb = run(ref, logits, batch)
+    a, ga = run(Objective(LossSpec()), logits, batch)
+    b, gb = run(Objective(LossSpec()), logits, batch, reference=True)
     assert a.kl is None and torch.allclose(a.total.double(), b.total.double(), rtol=1e-6)
     assert torch.allclose(ga, gb, rtol=1e-4, atol=1e-9)
 
@@ -72,7 +69,7 @@ def test_fused_topk_whole_vocab_has_no_tail():
     lp = batch.targets["logp"]
     vals, ids = lp.topk(V, dim=-1)
     batch.targets.update(topk_ids=ids, topk_logp=vals)
-    a, ga = run(CachedTargets("topk", 0.5, 1.0, "token"), logits, batch)
-    b, gb = run(CachedTargets("full", 0.5, 1.0, "token"), logits, batch)
+    a, ga = run(Objective(LossSpec("topk", 0.5, 1.0, "token")), logits, batch)
+    b, gb = run(Objective(LossSpec("full", 0.5, 1.0, "token")), logits, batch)
     assert torch.allclose(a.kl.double(), b.kl.double(), rtol=1e-5) and torch.isfinite(ga).all()
     assert torch.allclose(ga, gb, rtol=1e-4, atol=1e-8)

@@ -10,6 +10,7 @@ import pytest
 import torch
 from conftest import assert_user_error, run_cli, run_with_crash
 
+from bl2 import metrics
 from bl2.distill import checkpoint
 from bl2.distill.config import TrainConfig
 from bl2.distill.run import pretrain
@@ -24,8 +25,7 @@ def debug_cfg(**kw) -> TrainConfig:
 
 
 def ce_rows(run_dir: Path) -> list[float]:
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return [r["ce"] for r in rows if "ce" in r]
+    return [r["ce"] for r in metrics.read(run_dir / "metrics.jsonl", "train")]
 
 
 def state_of(run_dir: Path) -> dict:
@@ -95,7 +95,7 @@ def test_eval_loss_single_and_ensemble(tmp_path, data_dir, debug_model_dir):
     import numpy as np
 
     from bl2.data.store import TokenStore
-    from bl2.distill.sources import eval_windows
+    from bl2.data.windows import eval_windows
     from bl2.eval.loss import evaluate_loss, windows_ce
     from bl2.model.io import load_model
 
@@ -173,3 +173,24 @@ def test_resume_accepts_new_logging_settings(tmp_path, data_dir, monkeypatch):
     run_with_crash(monkeypatch, lambda: pretrain(debug_cfg(), data_dir, out, device="cpu"), crash_step=2)
     pretrain(debug_cfg(log_every=3, ckpt_every=2), data_dir, out, resume=True, device="cpu")
     assert checkpoint.latest(out).name == "step-000006"
+
+
+def test_hooks_see_every_row_and_can_stop_the_run(tmp_path, data_dir):
+    """A hook gets each metrics row as written; StopRun ends the run cleanly with a final model dir."""
+    from bl2.distill.job import pretrain_job
+    from bl2.distill.loop import StopRun, train
+
+    seen = []
+
+    def hook(row):
+        seen.append(row)
+        if row["kind"] == "train" and row["step"] == 3:
+            raise StopRun("enough")
+
+    out = tmp_path / "stopped"
+    summary = train(pretrain_job(debug_cfg(), str(data_dir)), str(out), device="cpu", hooks=[hook])
+    assert [r["step"] for r in seen if r["kind"] == "train"] == [1, 2, 3]
+    assert summary["stopped"] == "enough" and summary["step"] == 3
+    assert metrics.events(out / "metrics.jsonl", "stopped")[0]["reason"] == "enough"
+    assert seen == metrics.read(out / "metrics.jsonl")  # the hooks saw exactly what was written
+    assert (out / "model.safetensors").is_file() and checkpoint.latest(out).name == "step-000003"

@@ -61,7 +61,7 @@ def split_list(value: str) -> list[str]:
 def prepare(
     corpus_dir: Annotated[Path, typer.Argument(help="Folder of *.train (or *.txt) files, e.g. BabyLM train_10M.")],
     dev: Annotated[Path, typer.Option("--dev", help="Folder of *.dev (or *.txt) files: the test split.")],
-    out: Annotated[Path, typer.Option("--out", help="DATA_DIR to create (tokenizer files + tokens.zarr).")],
+    out: Annotated[str, typer.Option("--out", help="DATA_DIR to create (tokenizer files + tokens.zarr).")],
     vocab_size: Annotated[int, typer.Option(help="BPE vocabulary size (260..65536).")] = 16000,
     val_fraction: Annotated[float, typer.Option(help="Last fraction of every train file's lines -> val.")] = 0.05,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing DATA_DIR.")] = False,
@@ -80,7 +80,7 @@ ENSEMBLE_RULES = {"logit-mean": "logit_mean", "prob-mean": "prob_mean", "logit_m
 # Options shared by pretrain and distill. None means "not given": the YAML file, then the preset, decide.
 DeviceOpt = Annotated[str, typer.Option(help="auto (cuda, then mps, then cpu) | cpu | cuda | mps.")]
 PresetOpt = Annotated[str, typer.Option(help="Model preset: debug | tiny | 16m | 345m.")]
-OutOpt = Annotated[Path, typer.Option(help="Run dir; becomes the final Hugging Face model dir.")]
+OutOpt = Annotated[str, typer.Option(help="Run dir; becomes the final Hugging Face model dir.")]
 SeedOpt = Annotated[int | None, typer.Option(help="Seed of init, data order and window offsets (default 0).")]
 EpochsOpt = Annotated[int | None, typer.Option(help="Passes over the training windows (preset default).")]
 LrOpt = Annotated[float | None, typer.Option(help="Peak learning rate (preset default).")]
@@ -113,7 +113,7 @@ def train_config(preset: str, config: Path | None, options: dict, **extra):
 @app.command()
 @user_errors
 def pretrain(
-    data: Annotated[Path, typer.Option(help="Prepared DATA_DIR (from `bl2 prepare`).")],
+    data: Annotated[str, typer.Option(help="Prepared DATA_DIR (from `bl2 prepare`).")],
     preset: PresetOpt,
     out: OutOpt,
     seed: SeedOpt = None,
@@ -145,9 +145,9 @@ def pretrain(
 def distill(
     preset: PresetOpt,
     out: OutOpt,
-    cache: Annotated[Path | None, typer.Option(help="Logit cache from `bl2 cache-logits`.")] = None,
+    cache: Annotated[str | None, typer.Option(help="Logit cache from `bl2 cache-logits`.")] = None,
     teachers: Annotated[str | None, typer.Option(help="Online baseline: teacher dirs T1,T2 run live.")] = None,
-    data: Annotated[Path | None, typer.Option(help="DATA_DIR (default: the one recorded in the cache).")] = None,
+    data: Annotated[str | None, typer.Option(help="DATA_DIR (default: the one recorded in the cache).")] = None,
     alpha: Annotated[float, typer.Option(help="Weight of CE; (1 - alpha) * T^2 weighs the KL.")] = 0.5,
     temperature: Annotated[float, typer.Option(help="Distillation temperature (topk: from the cache's grid).")] = 1.0,
     kl_reduction: Annotated[str, typer.Option(help="sequence (summed over positions, as the reference) | token.")] = (
@@ -180,7 +180,7 @@ def distill(
     rule = ENSEMBLE_RULES.get(ensemble)
     if rule is None:
         raise UserError(f"unknown --ensemble {ensemble!r}; choose logit-mean or prob-mean")
-    run(cfg, out, cache=cache, teachers=[Path(t) for t in split_list(teachers)] if teachers else None,
+    run(cfg, out, cache=cache, teachers=split_list(teachers) if teachers else None,
         data_dir=data, ensemble=rule, cache_in_memory=cache_in_memory, resume=resume, overwrite=overwrite,
         device=device)
 
@@ -199,7 +199,7 @@ def parse_floats(value: str | None, option: str) -> list[float] | None:
 @app.command("cache-logits")
 @user_errors
 def cache_logits(
-    data: Annotated[Path, typer.Option(help="Prepared DATA_DIR: tokens and tokenizer (the teachers' tokenizer).")],
+    data: Annotated[str, typer.Option(help="Prepared DATA_DIR: tokens and tokenizer (the teachers' tokenizer).")],
     teachers: Annotated[str, typer.Option(help="Comma-separated teacher model dirs (same vocab and tokenizer).")],
     out: Annotated[str, typer.Option(help="Cache to write (a Zarr v3 group, e.g. cache.zarr).")],
     split: Annotated[str, typer.Option(help="Token split the windows come from: train | val | test.")] = "train",
@@ -227,7 +227,7 @@ def cache_logits(
     if ensemble not in ENSEMBLE_RULES:
         raise UserError(f"unknown --ensemble {ensemble!r}; choose logit-mean or prob-mean")
     run(CacheLogitsConfig(
-        data=data, teachers=[Path(t) for t in split_list(teachers)], out=out, split=split, mode=mode, k=k,
+        data=data, teachers=split_list(teachers), out=out, split=split, mode=mode, k=k,
         temperatures=parse_floats(temperatures, "--temperatures"), ensemble=ENSEMBLE_RULES[ensemble],
         n_draws=n_draws, sample_temperature=sample_temperature, offsets=offsets, seq_len=seq_len,
         batch_size=batch_size, device=device, overwrite=overwrite, max_windows=max_windows, seed=seed))
@@ -246,7 +246,7 @@ def cache_info(cache: Annotated[str, typer.Argument(help="Cache path.")]):
 @user_errors
 def cache_verify(
     cache: Annotated[str, typer.Argument(help="Cache path.")],
-    data: Annotated[Path | None, typer.Option(help="DATA_DIR to check input_ids against (default: recorded).")] = None,
+    data: Annotated[str | None, typer.Option(help="DATA_DIR to check input_ids against (default: recorded).")] = None,
     teachers: Annotated[str | None, typer.Option(help="Teacher dirs: recompute random windows and compare.")] = None,
     windows: Annotated[int, typer.Option(help="Windows to recompute with --teachers.")] = 4,
     device: Annotated[str, typer.Option(help="Device for the recomputation.")] = "auto",
@@ -254,7 +254,7 @@ def cache_verify(
     """Read everything (checksums), check attrs, counts, tokens and ordering; exit 1 if any check fails."""
     from bl2.cache.verify import verify
 
-    ok = verify(cache, data=data, teachers=[Path(t) for t in split_list(teachers)] if teachers else None,
+    ok = verify(cache, data=data, teachers=split_list(teachers) if teachers else None,
                 n_windows=windows, device=device)
     if not ok:
         raise typer.Exit(1)
@@ -280,7 +280,7 @@ def cache_compare(
 @user_errors
 def eval_loss(
     models: Annotated[str, typer.Argument(help="Model dir, or comma-separated dirs (each + their direct ensemble).")],
-    data: Annotated[Path, typer.Option(help="Prepared DATA_DIR whose split is scored.")],
+    data: Annotated[str, typer.Option(help="Prepared DATA_DIR whose split is scored.")],
     split: Annotated[str, typer.Option(help="test | val | train.")] = "test",
     seq_len: Annotated[int | None, typer.Option(help="Window length (default: max_position_embeddings / 2).")] = None,
     batch_size: Annotated[int, typer.Option(help="Windows per forward.")] = 32,
@@ -290,7 +290,7 @@ def eval_loss(
     """Mean token cross-entropy and perplexity over the non-overlapping windows of a split."""
     from bl2.eval.loss import evaluate_loss
 
-    evaluate_loss([Path(m) for m in split_list(models)], data, split=split, batch_size=batch_size, device=device,
+    evaluate_loss(split_list(models), data, split=split, batch_size=batch_size, device=device,
                   seq_len=seq_len, out=out)
 
 

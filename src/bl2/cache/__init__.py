@@ -1,2 +1,3 @@
 """Teacher-logit caches (format v1, DESIGN §5): `schema` (the contract), `writer` (`bl2 cache-logits`),
-`reader` (`CacheReader`, for the distillation loader), `info`, `verify` and `compare` (the `bl2 cache` tools)."""
+`targets` (logits -> stored targets), `store` (output state, shard writer), `reader` (`CacheReader`), and the
+`bl2 cache` tools `info`, `verify` (+ `recompute`, sharing `checks`) and `compare`."""

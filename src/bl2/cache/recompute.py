@@ -1,7 +1,7 @@
 """`cache verify --teachers`: forward the teachers again on a few random windows and compare with the cache.
 
 The reference is computed independently of the writer's slicing: the full fp32 ensemble log-probs of the
-windows (`bl2.eval.ensemble.combine`), then the stored values are checked against them within fp16
+windows (`bl2.model.ensemble.combine`), then the stored values are checked against them within fp16
 tolerance. Samples are redrawn with the writer's per-window seeds and must reproduce (almost) exactly.
 """
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bl2.cache.verify import ABS_TOL, REL_TOL, SAMPLE_MATCH, Checks, logsumexp
+from bl2.cache.checks import ABS_TOL, REL_TOL, SAMPLE_MATCH, Checks, logsumexp
 
 
 def _close(stored: np.ndarray, ref: np.ndarray) -> tuple[bool, float]:
@@ -40,7 +40,7 @@ def recompute_check(r, teachers: list[Path], n_windows: int, device: str, c: Che
 
     from bl2.cache.targets import TargetSpec, sample_targets
     from bl2.cache.teachers import weights_sha256
-    from bl2.eval.ensemble import Ensemble, combine
+    from bl2.model.ensemble import Ensemble, combine
     from bl2.runtime import pick_device
 
     recorded = [t["sha256"] for t in r.attrs["teachers"]]

@@ -109,28 +109,7 @@ def check_array(name: str, arr, spec: ArraySpec) -> None:
             "not a valid bl2 cache v1")
 
 
-# ---------------------------------------------------------------------------------------------- windows
-def window_offsets(seq_len: int, n_offsets: int) -> list[int]:
-    """Alignment a starts its windows at token a*L//N (alignment 0 at token 0)."""
-    return [a * seq_len // n_offsets for a in range(n_offsets)]
-
-
-def windows_per_offset(n_tokens: int, seq_len: int, offsets: list[int]) -> int:
-    """W: the same count for every alignment, set by the largest offset (windows need L+1 tokens)."""
-    return max(0, (n_tokens - 1 - max(offsets)) // seq_len)
-
-
-def row_starts(rows: np.ndarray, per_offset: int, offsets: list[int], seq_len: int) -> np.ndarray:
-    """First token of each (global, alignment-major) row."""
-    rows = np.asarray(rows, dtype=np.int64)
-    return np.asarray(offsets, dtype=np.int64)[rows // per_offset] + (rows % per_offset) * seq_len
-
-
-def gather_windows(tokens: np.ndarray, starts: np.ndarray, seq_len: int) -> np.ndarray:
-    """[len(starts), L+1] uint16 windows of the token stream."""
-    return tokens[np.asarray(starts)[:, None] + np.arange(seq_len + 1)]
-
-
+# ---------------------------------------------------------------------------------------------- shards
 def shard_ranges(n_windows: int, start: int = 0, rank: int = 0, world_size: int = 1) -> list[tuple[int, int]]:
     """Shard-aligned [s, e) row ranges from `start` on that this rank writes (shards r, r+world, ...)."""
     assert start % SHARD_WINDOWS == 0 or start == n_windows, "resume point must be shard-aligned"

@@ -1,7 +1,7 @@
 """Teacher logits -> the soft targets stored in a cache (the maths of DESIGN §5), shared by the writer and by
 `verify`, which recomputes windows with exactly this code.
 
-The ensemble is combined in fp32 (the rules of `bl2.eval.ensemble.combine`) in slices of a few dozen positions
+The ensemble is combined in fp32 (the rules of `bl2.model.ensemble.combine`) in slices of a few dozen positions
 on CPU: a [B, L, V] fp32 temporary is hundreds of MB, and allocating and touching it costs more than the
 arithmetic. On CPU this post-processing is what separates cache-logits from a bare teacher forward (it is
 O(V) per position whatever the teacher size), so the hot path avoids copies: in-place logit mean, one
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bl2.eval.ensemble import combine
+from bl2.model.ensemble import combine
 
 
 @dataclass(frozen=True)

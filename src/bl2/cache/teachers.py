@@ -8,6 +8,7 @@ from pathlib import Path
 
 from bl2.cache.schema import MAX_VOCAB
 from bl2.errors import require
+from bl2.storage import file_sha256
 
 WEIGHT_GLOBS = ("*.safetensors", "pytorch_model*.bin")
 
@@ -16,13 +17,7 @@ def weights_sha256(model_dir: Path) -> str:
     """sha256 of the weights file; with several files (sharded checkpoints) of their names and hashes."""
     files = sorted({f for pattern in WEIGHT_GLOBS for f in Path(model_dir).glob(pattern)})
     require(bool(files), f"{model_dir} has no weights file (*.safetensors or pytorch_model*.bin)")
-    hashes = []
-    for path in files:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            while block := f.read(1 << 22):
-                h.update(block)
-        hashes.append((path.name, h.hexdigest()))
+    hashes = [(path.name, file_sha256(path)) for path in files]
     if len(hashes) == 1:
         return hashes[0][1]
     return hashlib.sha256("".join(f"{n}:{s}\n" for n, s in hashes).encode()).hexdigest()
@@ -35,7 +30,7 @@ def teacher_records(dirs: list[Path]) -> list[dict]:
 
 def check_teachers(dirs: list[Path], vocab_size: int, tokenizer_sha256: str) -> None:
     """The teacher dirs exist, agree with each other and with the DATA dir, and fit uint16 ids."""
-    from bl2.eval.ensemble import check_compatible
+    from bl2.model.ensemble import check_compatible
 
     require(len(dirs) >= 1, "no teachers given: pass --teachers T1[,T2,..]")
     require(len({str(Path(d).resolve()) for d in dirs}) == len(dirs), "a teacher dir is listed twice")

@@ -11,54 +11,18 @@ from pathlib import Path
 import numpy as np
 
 from bl2.cache import schema
+from bl2.cache.checks import ABS_TOL, Checks, logsumexp
 from bl2.cache.diagnostics import head_mass
 from bl2.cache.reader import CacheReader
+from bl2.data.windows import gather_windows, row_starts, window_offsets
 from bl2.errors import UserError
-
-# fp16 stores a value with relative error <= 2^-11; recomputation may also see float noise from batching.
-REL_TOL, ABS_TOL = 2e-3, 2e-3
-SAMPLE_MATCH = 0.99  # fraction of positions whose draws must reproduce exactly (CPU batching can flip a rare draw)
-
-
-def logsumexp(x: np.ndarray) -> np.ndarray:
-    """log(sum(exp(x))) over the last axis, stably."""
-    top = x.max(-1, keepdims=True)
-    return (top + np.log(np.exp(x - top).sum(-1, keepdims=True)))[..., 0]
-
-
-class Checks:
-    """Collects failures per check name; `report` prints one line per check."""
-
-    def __init__(self):
-        self.results: dict[str, list[str]] = {}
-        self.skipped: dict[str, str] = {}
-        self.details: dict[str, str] = {}
-
-    def check(self, name: str, ok: bool, failure: str = "") -> None:
-        self.results.setdefault(name, [])
-        if not ok:
-            self.results[name].append(failure)
-
-    def skip(self, name: str, why: str) -> None:
-        self.skipped[name] = why
-
-    def report(self, say) -> bool:
-        for name, failures in self.results.items():
-            if failures:
-                more = f" (+{len(failures) - 1} more)" if len(failures) > 1 else ""
-                say(f"FAIL  {name}: {failures[0]}{more}")
-            else:
-                say(f"PASS  {name}" + (f": {self.details[name]}" if name in self.details else ""))
-        for name, why in self.skipped.items():
-            say(f"SKIP  {name}: {why}")
-        return not any(self.results.values())
 
 
 def check_attrs(r: CacheReader, c: Checks) -> None:
     a = r.attrs
     c.check("attrs", 1 <= r.vocab_size <= schema.MAX_VOCAB, f"vocab_size {r.vocab_size} outside 1..65536")
     c.check("attrs", all(t > 0 for t in r.temperatures), f"temperatures {r.temperatures} must be > 0")
-    offsets = schema.window_offsets(r.seq_len, len(r.window_offsets))
+    offsets = window_offsets(r.seq_len, len(r.window_offsets))
     c.check("attrs", r.window_offsets == offsets and a["window_offset"] == offsets[0],
             f"window_offsets {r.window_offsets} != {offsets}")
     if r.mode == "topk":
@@ -131,9 +95,9 @@ def check_tokens(r: CacheReader, block: dict, tokens: np.ndarray | None, start: 
     if tokens is None or "input_ids" not in block:
         return
     rows = np.arange(start, start + len(block["input_ids"]))
-    starts = schema.row_starts(rows, r.windows_per_offset, r.window_offsets, r.seq_len)
+    starts = row_starts(rows, r.windows_per_offset, r.window_offsets, r.seq_len)
     ok = bool(starts.max() + r.seq_len < len(tokens))
-    ok = ok and np.array_equal(schema.gather_windows(tokens, starts, r.seq_len), block["input_ids"])
+    ok = ok and np.array_equal(gather_windows(tokens, starts, r.seq_len), block["input_ids"])
     c.check("input_ids", ok, f"rows {start}:{start + len(rows)} differ from the token store's windows")
 
 

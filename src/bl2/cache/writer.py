@@ -24,6 +24,7 @@ import numpy as np
 
 from bl2.cache import schema
 from bl2.cache.targets import TargetSpec, compute_targets
+from bl2.data.windows import gather_windows, row_starts, window_offsets, windows_per_offset
 from bl2.errors import require
 
 
@@ -91,15 +92,15 @@ class Plan:
     def windows(self, rows: np.ndarray) -> np.ndarray:
         """[len(rows), L+1] uint16 tokens of the given (alignment-major) rows."""
         a = self.attrs
-        starts = schema.row_starts(rows, a["windows_per_offset"], a["window_offsets"], a["seq_len"])
-        return schema.gather_windows(self.tokens, starts, a["seq_len"])
+        starts = row_starts(rows, a["windows_per_offset"], a["window_offsets"], a["seq_len"])
+        return gather_windows(self.tokens, starts, a["seq_len"])
 
 
 def window_geometry(cfg: CacheLogitsConfig, n_tokens: int, seq: int) -> tuple[list[int], int]:
     """(window offsets, windows per offset) of the split, checked to hold at least one window."""
     require(cfg.offsets <= seq, f"--offsets {cfg.offsets} exceeds seq_len {seq}")
-    offsets = schema.window_offsets(seq, cfg.offsets)
-    per = schema.windows_per_offset(n_tokens, seq, offsets)
+    offsets = window_offsets(seq, cfg.offsets)
+    per = windows_per_offset(n_tokens, seq, offsets)
     require(per >= 1, f"split {cfg.split!r} has {n_tokens} tokens: too few for one window of {seq + 1} "
             f"tokens at offsets {offsets}")
     return offsets, min(per, cfg.max_windows or per)
@@ -187,7 +188,7 @@ def cache_logits(cfg: CacheLogitsConfig) -> dict:
     from bl2.cache.diagnostics import compute_diagnostics, format_diagnostics
     from bl2.cache.reader import CacheReader
     from bl2.cache.store import open_store, output_state
-    from bl2.eval.ensemble import Ensemble
+    from bl2.model.ensemble import Ensemble
     from bl2.progress import console
     from bl2.runtime import pick_device, provenance
 

@@ -1,1 +1,2 @@
-"""Data preparation: cleaning, line splits, the BPE tokenizer, the token store, the built-in sample corpus."""
+"""Data preparation: cleaning, line splits, the BPE tokenizer, the token store, window arithmetic
+(`windows`: shared by the cache, training and evaluation), the built-in sample corpus."""

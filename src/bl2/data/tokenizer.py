@@ -4,12 +4,13 @@ plus the full 256-byte initial alphabet so that no byte is ever dropped, and fas
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+
+from bl2.storage import file_sha256
 
 SPECIAL_TOKENS = ["<pad>", "<s>", "</s>"]  # ids 0, 1, 2
 PAD, BOS, EOS = SPECIAL_TOKENS
@@ -47,10 +48,6 @@ def save_hf_tokenizer(tok: Tokenizer, out_dir: Path) -> None:
 
     hf = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=BOS, eos_token=EOS, pad_token=PAD)
     hf.save_pretrained(str(out_dir))
-
-
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def tokenizer_sha256(folder: Path) -> str:

@@ -1,2 +1,5 @@
-"""Training: the loss functions, the one training loop (pretraining = CE only; distillation from a cache or
-from live teachers), window sources, checkpoints and run dirs."""
+"""Training (the package keeps the name `distill` of the project's design card: pretraining is the alpha = 1,
+no-teacher case of the same loop). `job` builds a Job (identity, window source, objective, validation
+windows, tokenizer, config) for pretraining, distillation from a cache or from live teachers; `loop.train`
+runs any Job with optional hooks; `objective`/`fused`/`losses` are the loss; `sources`/`cache_source`/`order`
+the windows; `checkpoint` and `rundir` what a run writes; `run` the entry points of the CLI commands."""

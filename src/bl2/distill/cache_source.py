@@ -12,15 +12,17 @@ from __future__ import annotations
 import os
 import threading
 from collections import OrderedDict
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from bl2.cache.schema import SHARD_WINDOWS
 from bl2.distill.order import epoch_order, rank_rows
 from bl2.distill.sources import Batch
 from bl2.errors import require
 
-BLOCK = 256  # rows per read block = the cache's shard size
+BLOCK = SHARD_WINDOWS  # rows per read block: one cache shard (a whole-shard read decodes nothing twice)
 MEMORY_CHOICES = ("auto", "yes", "no")
 
 
@@ -48,16 +50,33 @@ def to_torch(arrays: dict[str, np.ndarray]) -> Batch:
     return Batch(torch.from_numpy(arrays["input_ids"].astype(np.int64)), targets)
 
 
+@dataclass
+class OpenedCache:
+    """A complete cache opened for training: the reader, and its decoded arrays when held in RAM."""
+
+    reader: object  # bl2.cache.reader.CacheReader
+    data: dict[str, np.ndarray] | None  # every array decoded (checksums verified), or None: streamed
+
+
+def open_cache(cache, in_memory: str = "auto") -> OpenedCache:
+    """Open a complete cache (a location or a CacheReader); decode it whole into RAM when `in_memory` says so
+    (auto: if it fits)."""
+    from bl2.cache.reader import CacheReader
+
+    reader = cache if isinstance(cache, CacheReader) else CacheReader(cache)
+    reader.require_complete()
+    keep = decide_in_memory(in_memory, reader.nbytes_decoded())
+    return OpenedCache(reader, reader.read_all() if keep else None)
+
+
 class CacheWindows:
     """Random access (epoch, batch index) -> Batch over a complete cache."""
 
-    def __init__(self, reader, seed: int, in_memory: bool, buffer: int = 8192, rank: int = 0, world_size: int = 1):
-        reader.require_complete()
-        self.reader, self.seed, self.buffer, self.in_memory = reader, seed, buffer, in_memory
+    def __init__(self, opened: OpenedCache, seed: int, buffer: int = 8192, rank: int = 0, world_size: int = 1):
+        self.reader, self.data, self.seed, self.buffer = opened.reader, opened.data, seed, buffer
         self.rank, self.world_size = rank, world_size
-        self.n_windows = reader.windows_per_offset
-        self.n_alignments = len(reader.window_offsets)
-        self.data = reader.read_all() if in_memory else None  # checksums of every chunk verified here
+        self.n_windows = self.reader.windows_per_offset
+        self.n_alignments = len(self.reader.window_offsets)
         self._blocks: OrderedDict[int, dict[str, np.ndarray]] = OrderedDict()
         self._max_blocks = max(2, buffer // BLOCK + 2)
         self._lock = threading.Lock()

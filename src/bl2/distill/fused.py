@@ -123,24 +123,25 @@ def loss_and_grad(z_NV: torch.Tensor, labels_N: torch.Tensor, kind: str | None, 
 
 
 class FusedLoss(torch.autograd.Function):
-    """total, ce_mean, kl_reduced = FusedLoss.apply(logits_BLV, labels_BL, spec, *target tensors).
-    Only `total` carries a gradient; ce and kl are for logging."""
+    """total, ce_mean, kl_reduced = FusedLoss.apply(logits_BLV, labels_BL, spec, names, *target tensors), with
+    spec a LossSpec and names the target tensors' names. Only `total` carries a gradient; ce and kl are for
+    logging."""
 
     @staticmethod
-    def forward(ctx, logits_BLV, labels_BL, spec: dict, *tensors):
+    def forward(ctx, logits_BLV, labels_BL, spec, names: list[str], *tensors):
         b, seq, v = logits_BLV.shape
         n = b * seq
-        targets = {name: t.reshape(n, *t.shape[2:]) for name, t in zip(spec["names"], tensors)}
-        targets["n_draws"] = spec.get("n_draws")
-        alpha, T, kind = spec["alpha"], spec["temperature"], spec["kind"]
-        kl_scale = 1.0 / b if spec["reduction"] == "sequence" else 1.0 / n
+        targets = {name: t.reshape(n, *t.shape[2:]) for name, t in zip(names, tensors)}
+        targets["n_draws"] = spec.n_draws
+        alpha, T, kind = spec.alpha, spec.temperature, spec.mode
+        kl_scale = 1.0 / b if spec.kl_reduction == "sequence" else 1.0 / n
         ce_sum, kl_sum, grad = loss_and_grad(logits_BLV.reshape(n, v), labels_BL.reshape(n), kind, targets, alpha, T,
                                              kl_scale, 1.0 / n)
         ce = ce_sum / n
         kl = kl_sum * kl_scale if kind else torch.zeros_like(ce)
         total = alpha * ce + (1.0 - alpha) * T * T * kl if kind else ce.clone()
         ctx.save_for_backward(grad.view(b, seq, v))
-        ctx.n_inputs = 3 + len(tensors)
+        ctx.n_inputs = 4 + len(tensors)
         ctx.mark_non_differentiable(ce, kl)
         return total, ce, kl
 

@@ -13,7 +13,6 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from bl2.distill import checkpoint
@@ -53,15 +52,58 @@ def make_optimizer(model, cfg: TrainConfig) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, fused=False, foreach=False)
 
 
-def fit(model, cfg: TrainConfig, source, objective, val_windows: np.ndarray, run, device: str, autocast=None,
-        rank: int = 0, world_size: int = 1):
-    """Train `model` in place; `run` (a RunDir) receives metrics, checkpoints and the final model.
+class StopRun(Exception):
+    """Raised by a hook to end a run cleanly (e.g. a pruned sweep trial): the loop logs a `stopped` event,
+    keeps the best weights so far as the final model, and returns."""
+
+
+def train(job, out: str, resume: bool = False, overwrite: bool = False, device: str = "auto", hooks=()) -> dict:
+    """Run a Job (see job.py) into the run dir `out`; returns the summary (best validation CE and its step).
+    Each hook is called with every metrics row as it is written (`kind` train, val or event) and may raise
+    StopRun to end the run cleanly."""
+    from bl2.distill.rundir import RunDir
+    from bl2.model.io import build_model, count_params
+    from bl2.progress import console
+    from bl2.runtime import autocast_dtype, pick_device, provenance, seed_everything, tune_allocator
+
+    cfg = job.cfg
+    device = pick_device(device)
+    if device == "cpu":
+        tune_allocator()
+    autocast, reason = autocast_dtype(device)
+    run = RunDir(out, job.identity, job.tokenizer_dir, resume, overwrite)
+    seed_everything(cfg.seed)
+    model = build_model(cfg.preset, job.identity["vocab_size"], cfg.seq_len, cfg.seed).to(device)
+    run.write_run_json({"config": cfg.to_dict(), "provenance": provenance(device), "dtype": reason,
+                        "n_params": count_params(model), "started": time.strftime("%Y-%m-%dT%H:%M:%S")} | job.info)
+    console.print(f"{job.identity['command']}: preset {cfg.preset} ({count_params(model) / 1e6:.2f}M params) on "
+                  f"{device}, {reason}; run dir {run.path}")
+    return fit(model, job, run, device, autocast, hooks)
+
+
+class _Log:
+    """Writes metrics rows and shows each to the hooks."""
+
+    def __init__(self, run, hooks):
+        self.run, self.hooks = run, list(hooks)
+
+    def __call__(self, row: dict) -> dict:
+        row = self.run.log(row)
+        for hook in self.hooks:
+            hook(row)
+        return row
+
+
+def fit(model, job, run, device: str, autocast=None, hooks=(), rank: int = 0, world_size: int = 1):
+    """Train `model` in place on the job; `run` (a RunDir) receives metrics, checkpoints and the final model.
     Returns the summary dict (best validation CE and its step). rank / world_size: the sources already read
     per-rank shares of each global batch; gradient all-reduce (DDP under torchrun) is the missing piece."""
     require(world_size == 1 and rank == 0, "multi-process training (world_size > 1) is not implemented yet")
     from bl2.eval.loss import windows_ce
     from bl2.progress import console, make_progress
 
+    cfg, source, objective = job.cfg, job.source, job.objective
+    log = _Log(run, hooks)
     plan = Plan.of(cfg, source.n_windows)
     optimizer = make_optimizer(model, cfg)
     state = {"step": 0, "best_val_ce": None, "best_step": None}
@@ -69,22 +111,23 @@ def fit(model, cfg: TrainConfig, source, objective, val_windows: np.ndarray, run
     if resume_from is not None:
         state = checkpoint.load(resume_from, model, optimizer)
         run.truncate_metrics(state["step"])
-        run.log({"event": "resume", "step": state["step"], "checkpoint": resume_from.name})
+        log({"kind": "event", "event": "resume", "step": state["step"], "checkpoint": resume_from.name})
     train_model = torch.compile(model) if cfg.compile else model
     amp = (lambda: torch.autocast(device, dtype=autocast)) if autocast else nullcontext
 
     def validate(step: int) -> float:
         model.eval()
-        val_ce = windows_ce(lambda ids: train_model(input_ids=ids).logits, val_windows, cfg.eval_batch_size,
+        val_ce = windows_ce(lambda ids: train_model(input_ids=ids).logits, job.val_windows, cfg.eval_batch_size,
                             device, autocast)
         model.train()
-        row = {"step": step, "epoch": step / plan.steps_per_epoch, "val_ce": val_ce, "val_ppl": math.exp(val_ce)}
+        row = {"kind": "val", "step": step, "epoch": step / plan.steps_per_epoch, "val_ce": val_ce,
+               "val_ppl": math.exp(val_ce)}
         if state["best_val_ce"] is None or val_ce < state["best_val_ce"]:
             state.update(best_val_ce=val_ce, best_step=step)
             checkpoint.save_best(run.path, model, {"step": step, "val_ce": val_ce})
-        run.log(row | {"best_val_ce": state["best_val_ce"]})
         console.print(f"[bold]step {step}/{plan.total_steps}  val CE {val_ce:.4f}  (ppl {math.exp(val_ce):.1f})"
                       f"  best {state['best_val_ce']:.4f} @ {state['best_step']}")
+        log(row | {"best_val_ce": state["best_val_ce"]})
         return val_ce
 
     start = state["step"]
@@ -96,6 +139,7 @@ def fit(model, cfg: TrainConfig, source, objective, val_windows: np.ndarray, run
     ce_acc = torch.zeros((), device=device)
     kl_acc = torch.zeros((), device=device)
     has_kl = False
+    stopped = None
     try:
         with make_progress("steps") as bar:
             task = bar.add_task("training", total=plan.total_steps, completed=start)
@@ -120,35 +164,41 @@ def fit(model, cfg: TrainConfig, source, objective, val_windows: np.ndarray, run
                 done = step + 1
                 window_steps += 1
                 bar.advance(task)
-                if done % cfg.log_every == 0 or done == plan.total_steps:
-                    elapsed = time.perf_counter() - window_t0
-                    tps = window_steps * tokens_per_step / elapsed
-                    eta = (plan.total_steps - done) * elapsed / window_steps
-                    row = {"step": done, "epoch": done / plan.steps_per_epoch, "lr": lr,
-                           "ce": float(ce_acc) / window_steps, "tokens_per_s": tps,
-                           "elapsed_s": time.perf_counter() - t0}
-                    if has_kl:
-                        row["kl"] = float(kl_acc) / window_steps
-                    run.log(row)
-                    kl_txt = f"  KL {row['kl']:.4f}" if has_kl else ""
-                    console.print(f"step {done}/{plan.total_steps}  CE {row['ce']:.4f}{kl_txt}  lr {lr:.2e}"
-                                  f"  {tps:,.0f} tok/s  ETA {eta / 60:.1f} min")
-                    ce_acc.zero_()
-                    kl_acc.zero_()
-                    window_t0, window_steps = time.perf_counter(), 0
                 epoch_end = done % plan.steps_per_epoch == 0
-                if epoch_end or done == plan.total_steps:
-                    validate(done)
+                try:
+                    if done % cfg.log_every == 0 or done == plan.total_steps:
+                        elapsed = time.perf_counter() - window_t0
+                        tps = window_steps * tokens_per_step / elapsed
+                        eta = (plan.total_steps - done) * elapsed / window_steps
+                        row = {"kind": "train", "step": done, "epoch": done / plan.steps_per_epoch, "lr": lr,
+                               "ce": float(ce_acc) / window_steps, "tokens_per_s": tps,
+                               "elapsed_s": time.perf_counter() - t0}
+                        if has_kl:
+                            row["kl"] = float(kl_acc) / window_steps
+                        kl_txt = f"  KL {row['kl']:.4f}" if has_kl else ""
+                        console.print(f"step {done}/{plan.total_steps}  CE {row['ce']:.4f}{kl_txt}  lr {lr:.2e}"
+                                      f"  {tps:,.0f} tok/s  ETA {eta / 60:.1f} min")
+                        ce_acc.zero_()
+                        kl_acc.zero_()
+                        window_t0, window_steps = time.perf_counter(), 0
+                        log(row)
+                    if epoch_end or done == plan.total_steps:
+                        validate(done)
+                except StopRun as e:
+                    stopped = str(e) or "stopped by a hook"
                 state["step"] = done
-                if done % cfg.ckpt_every == 0 or epoch_end or done == plan.total_steps:
+                if done % cfg.ckpt_every == 0 or epoch_end or done == plan.total_steps or stopped:
                     checkpoint.save(run.path, done, model, optimizer, state | {"epoch": done / plan.steps_per_epoch},
                                     cfg.keep_checkpoints)
+                if stopped:
+                    log({"kind": "event", "event": "stopped", "step": done, "reason": stopped})
+                    break
     finally:
         prefetch.close()
     best = checkpoint.load_best(run.path, model)
-    summary = {"event": "done", "step": state["step"], "best_step": state["best_step"],
-               "best_val_ce": state["best_val_ce"], "train_s": time.perf_counter() - t0}
-    run.log(summary)
+    summary = {"kind": "event", "event": "done", "step": state["step"], "best_step": state["best_step"],
+               "best_val_ce": state["best_val_ce"], "train_s": time.perf_counter() - t0, "stopped": stopped}
+    log(summary)
     run.save_final(model)
     console.print(f"final model = best validation weights (step {best and best['step']}) -> {run.path}")
     return summary

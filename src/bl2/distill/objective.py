@@ -1,8 +1,10 @@
-"""Training objectives: where the soft targets come from. Plain CE (pretraining), a cache (offline KD) or live
-teachers (online KD). All return the same LossParts, so one training loop serves all three.
+"""Training objectives: a loss spec (what to optimise) composed with a target source (where soft targets come
+from): none (pretraining), a cache (offline KD) or live teachers (online KD). All return the same LossParts,
+so one training loop serves all three.
 
-Training uses the fused loss (`fused.py`: loss and gradient in one chunked pass over the logits). The unfused
-path (`reference=True`) composes the readable functions of `losses.py`; tests check that both agree."""
+Training uses the fused loss (`fused.py`: loss and gradient in one chunked pass over the logits);
+`Objective.reference` composes the readable functions of `losses.py` instead, and the tests check that the
+two agree."""
 
 from __future__ import annotations
 
@@ -11,8 +13,38 @@ from dataclasses import dataclass
 import torch
 
 from bl2.distill import losses
+from bl2.distill.config import KL_REDUCTIONS
 from bl2.distill.fused import FusedLoss
 from bl2.distill.sources import Batch
+from bl2.errors import require
+
+MODES = ("full", "topk", "sample")
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    """alpha * CE + (1 - alpha) * T^2 * KL(p_T || q_T), DESIGN §6."""
+
+    mode: str | None = None  # target kind: None (CE only) | full | topk | sample
+    alpha: float = 1.0  # weight of CE
+    temperature: float = 1.0  # distillation temperature T
+    kl_reduction: str = "token"  # sequence: KL summed over positions, mean over sequences (reference); token: mean
+    t_index: int | None = None  # topk: index of T in the cache's logz grid (None: no logz, T = 1 grid)
+    n_draws: int | None = None  # sample: draws per position (targets are count / n_draws)
+
+    def __post_init__(self):
+        require(self.mode is None or self.mode in MODES, f"unknown target mode {self.mode!r}")
+        require(0.0 <= self.alpha <= 1.0, f"alpha must be in [0, 1], got {self.alpha}")
+        require(self.temperature > 0, f"temperature must be > 0, got {self.temperature}")
+        require(self.kl_reduction in KL_REDUCTIONS, f"kl_reduction must be one of {', '.join(KL_REDUCTIONS)}")
+        require(self.mode != "sample" or (self.n_draws or 0) >= 1, "sample targets need n_draws >= 1")
+
+    @classmethod
+    def of(cls, cfg, mode: str | None, t_index: int | None = None, n_draws: int | None = None) -> LossSpec:
+        """The spec of a TrainConfig (alpha, T, reduction) for targets of `mode`; CE only when mode is None."""
+        if mode is None:
+            return cls()
+        return cls(mode, cfg.alpha, cfg.temperature, cfg.kl_reduction, t_index, n_draws)
 
 
 @dataclass
@@ -22,70 +54,61 @@ class LossParts:
     kl: torch.Tensor | None  # reduced KL (None when there is no teacher)
 
 
-class CrossEntropy:
-    """Pretraining: CE on the next token only. Subclasses supply their targets (and the reference KL)."""
-
-    kind: str | None = None  # full | topk | sample
-    alpha, temperature, kl_reduction, n_draws = 1.0, 1.0, "token", None
-    reference = False  # True: the unfused losses.py path
-
-    def targets(self, batch: Batch) -> dict[str, torch.Tensor]:
-        """Target tensors [B, L, ...] for the fused loss."""
-        return {}
-
-    def kl_BL(self, logits_BLV: torch.Tensor, batch: Batch) -> torch.Tensor | None:
-        return None
-
-    def __call__(self, logits_BLV: torch.Tensor, batch: Batch) -> LossParts:
-        labels = batch.input_ids[:, 1:]
-        if self.reference:
-            ce = losses.ce_loss(logits_BLV, labels)
-            kl_BL = self.kl_BL(logits_BLV, batch)
-            kl = None if kl_BL is None else losses.reduce_kl(kl_BL, self.kl_reduction)
-            return LossParts(losses.combine(ce, kl, self.alpha, self.temperature), ce, kl)
-        tgt = self.targets(batch)
-        spec = {"kind": self.kind, "alpha": self.alpha, "temperature": self.temperature,
-                "reduction": self.kl_reduction, "n_draws": self.n_draws, "names": list(tgt)}
-        total, ce, kl = FusedLoss.apply(logits_BLV, labels, spec, *tgt.values())
-        return LossParts(total, ce, kl if self.kind else None)
+def cached_targets(spec: LossSpec, batch: Batch) -> dict[str, torch.Tensor]:
+    """The target tensors [B, L, ...] of the spec's mode, from a batch that carries cache rows."""
+    t = batch.targets
+    if spec.mode == "full":
+        return {"logp": t["logp"]}
+    if spec.mode == "sample":
+        return {"sample_ids": t["sample_ids"], "sample_counts": t["sample_counts"]}
+    out = {"topk_ids": t["topk_ids"], "topk_logp": t["topk_logp"]}
+    if spec.t_index is not None:
+        out["logz"] = t["logz"][..., spec.t_index]
+    return out
 
 
-class CachedTargets(CrossEntropy):
-    """Offline KD from cached targets (modes full, topk, sample); the batch carries the cache rows."""
-
-    def __init__(self, mode: str, alpha: float, temperature: float, kl_reduction: str,
-                 t_index: int | None = None, n_draws: int | None = None):
-        self.kind, self.alpha, self.temperature, self.kl_reduction = mode, alpha, temperature, kl_reduction
-        self.t_index, self.n_draws = t_index, n_draws
-
-    def targets(self, batch: Batch) -> dict[str, torch.Tensor]:
-        t = batch.targets
-        if self.kind == "full":
-            return {"logp": t["logp"]}
-        if self.kind == "sample":
-            return {"sample_ids": t["sample_ids"], "sample_counts": t["sample_counts"]}
-        out = {"topk_ids": t["topk_ids"], "topk_logp": t["topk_logp"]}
-        if self.t_index is not None:
-            out["logz"] = t["logz"][..., self.t_index]
-        return out
-
-    def kl_BL(self, logits_BLV: torch.Tensor, batch: Batch) -> torch.Tensor:
-        t = self.targets(batch)
-        lq = losses.student_logprobs(logits_BLV, self.temperature)
-        if self.kind == "sample":
-            return losses.kl_sample(lq, t["sample_ids"], t["sample_counts"], self.n_draws)
-        if self.kind == "full":
-            return losses.kl_full(lq, losses.teacher_logprobs_at(t["logp"], self.temperature))
-        lt, t_R = losses.topk_targets(t["topk_logp"], t.get("logz"), self.temperature)
-        return losses.kl_topk(lq, t["topk_ids"], lt, t_R)
+def no_targets(spec: LossSpec, batch: Batch) -> dict[str, torch.Tensor]:
+    return {}
 
 
-class LiveTeachers(CachedTargets):
-    """Online KD: the teacher ensemble runs on every batch (full distribution), same loss as a full cache."""
+class LiveTargets:
+    """Online KD: the teacher ensemble runs on every batch and gives the full distribution (mode full)."""
 
-    def __init__(self, ensemble, alpha: float, temperature: float, kl_reduction: str):
-        super().__init__("full", alpha, temperature, kl_reduction)
+    def __init__(self, ensemble):
         self.ensemble = ensemble
 
-    def targets(self, batch: Batch) -> dict[str, torch.Tensor]:
+    def __call__(self, spec: LossSpec, batch: Batch) -> dict[str, torch.Tensor]:
         return {"logp": self.ensemble.logprobs(batch.input_ids[:, :-1])}
+
+
+def reference_kl(spec: LossSpec, logits_BLV: torch.Tensor, t: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Per-position KL [B, L] by the readable functions of losses.py."""
+    lq = losses.student_logprobs(logits_BLV, spec.temperature)
+    if spec.mode == "sample":
+        return losses.kl_sample(lq, t["sample_ids"], t["sample_counts"], spec.n_draws)
+    if spec.mode == "full":
+        return losses.kl_full(lq, losses.teacher_logprobs_at(t["logp"], spec.temperature))
+    lt, t_R = losses.topk_targets(t["topk_logp"], t.get("logz"), spec.temperature)
+    return losses.kl_topk(lq, t["topk_ids"], lt, t_R)
+
+
+class Objective:
+    """loss(logits, batch) -> LossParts for a spec and a target source `targets(spec, batch) -> dict`."""
+
+    def __init__(self, spec: LossSpec, targets=None):
+        self.spec = spec
+        self.targets = targets or (no_targets if spec.mode is None else cached_targets)
+
+    def __call__(self, logits_BLV: torch.Tensor, batch: Batch) -> LossParts:
+        tgt = self.targets(self.spec, batch)
+        total, ce, kl = FusedLoss.apply(logits_BLV, batch.input_ids[:, 1:], self.spec, list(tgt), *tgt.values())
+        return LossParts(total, ce, kl if self.spec.mode else None)
+
+    def reference(self, logits_BLV: torch.Tensor, batch: Batch) -> LossParts:
+        """The unfused path (tests): CE, KL and their combination from losses.py."""
+        ce = losses.ce_loss(logits_BLV, batch.input_ids[:, 1:])
+        if self.spec.mode is None:
+            return LossParts(ce, ce, None)
+        kl = losses.reduce_kl(reference_kl(self.spec, logits_BLV, self.targets(self.spec, batch)),
+                              self.spec.kl_reduction)
+        return LossParts(losses.combine(ce, kl, self.spec.alpha, self.spec.temperature), ce, kl)

@@ -10,7 +10,7 @@ def rng_for(seed: int, epoch: int, stream: int = 0) -> np.random.Generator:
     return np.random.default_rng([seed, epoch, stream])
 
 
-def epoch_order(n: int, seed: int, epoch: int, block: int = 256, buffer: int = 8192) -> np.ndarray:
+def epoch_order(n: int, seed: int, epoch: int, block: int, buffer: int) -> np.ndarray:
     """A permutation of range(n). When n <= buffer it is a full permutation; otherwise rows are grouped in
     blocks of `block` consecutive rows (a cache shard), the blocks are permuted, and each run of
     buffer // block blocks is permuted within: the order a shuffle buffer over shard-sized reads yields."""

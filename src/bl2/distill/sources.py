@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from bl2.cache import schema
+from bl2.cache.schema import SHARD_WINDOWS
+from bl2.data.windows import gather_windows as gather_uint16
 from bl2.distill.order import epoch_order, rank_rows, rng_for
 from bl2.errors import require
 
@@ -41,7 +42,7 @@ class Batch:
 
 def gather_windows(tokens: np.ndarray, starts: np.ndarray, seq_len: int) -> torch.Tensor:
     """[len(starts), L+1] int64 windows (the cache's windows, as the model's input type)."""
-    return torch.from_numpy(schema.gather_windows(tokens, starts, seq_len).astype(np.int64))
+    return torch.from_numpy(gather_uint16(tokens, starts, seq_len).astype(np.int64))
 
 
 class RandomOffsetWindows:
@@ -81,18 +82,10 @@ class FixedWindows:
 
     def batch(self, epoch: int, index: int, batch_size: int) -> Batch:
         if self._epoch != epoch:
-            self._order, self._epoch = epoch_order(self.n_windows, self.seed, epoch, buffer=self.buffer), epoch
+            self._order, self._epoch = epoch_order(self.n_windows, self.seed, epoch, SHARD_WINDOWS, self.buffer), epoch
         rows = rank_rows(self._order[index * batch_size : (index + 1) * batch_size], self.rank, self.world_size)
         offset = self.offsets[epoch % len(self.offsets)]
         return Batch(gather_windows(self.tokens, offset + rows * self.seq_len, self.seq_len))
-
-
-def eval_windows(tokens: np.ndarray, seq_len: int) -> np.ndarray:
-    """Non-overlapping windows of seq_len + 1 tokens (stride seq_len) at offset 0: every token but the first
-    is predicted exactly once across windows (the remainder that does not fill a window is dropped)."""
-    n = (len(tokens) - 1) // seq_len
-    starts = np.arange(n) * seq_len
-    return tokens[starts[:, None] + np.arange(seq_len + 1)[None, :]] if n else np.zeros((0, seq_len + 1), tokens.dtype)
 
 
 class Prefetcher:

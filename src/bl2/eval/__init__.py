@@ -1,1 +1,2 @@
-"""Evaluation: BLiMP minimal pairs and held-out loss, for single model dirs and direct ensembles."""
+"""Evaluation of model dirs: BLiMP minimal pairs (`blimp`, `blimp_data`) and held-out loss (`loss`). Sits
+beside `cache` (neither imports the other) above `data` and `model`."""

@@ -76,7 +76,7 @@ def member_systems(logits: list, pick, with_members: bool):
     then the direct ensemble's row. `pick` maps log-probs [.., V] to per-sentence sums [B]."""
     import torch
 
-    from bl2.eval.ensemble import combine
+    from bl2.model.ensemble import combine
 
     rows = []
     if with_members or len(logits) == 1:
@@ -367,7 +367,7 @@ def evaluate_blimp(model_dirs: list[Path], data_dir: Path, suite: str = "all", l
                    progress: bool = True, show: bool = True, pack: bool = True) -> list[BlimpResult]:
     """Score the suites with the model (several dirs: each member, then the direct ensemble) and report.
     pack: share prefixes between sentences when the model passes the packing check (same scores, faster)."""
-    from bl2.eval.ensemble import Ensemble
+    from bl2.model.ensemble import Ensemble
 
     model_dirs = [Path(d) for d in model_dirs]
     require(batch_size >= 1, f"--batch-size must be >= 1, got {batch_size}")

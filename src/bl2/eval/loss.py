@@ -38,8 +38,8 @@ def evaluate_loss(model_dirs: list[Path], data_dir: Path, split: str = "test", b
                   device: str = "auto", seq_len: int | None = None, out: Path | None = None) -> dict:
     """CE/perplexity of each model dir and, with several, of their direct ensemble; prints a table."""
     from bl2.data.store import TokenStore
-    from bl2.distill.sources import eval_windows
-    from bl2.eval.ensemble import Ensemble, combine
+    from bl2.data.windows import eval_windows
+    from bl2.model.ensemble import Ensemble, combine
     from bl2.progress import console, make_progress
     from bl2.runtime import pick_device
 

@@ -1,5 +1,6 @@
 """Several model dirs used as one model: the direct ensemble of the paper (raw logits averaged) or a
-probability mixture. Shared by `eval loss`, `eval blimp` and the teacher side of `cache-logits`."""
+probability mixture. Shared by `eval loss`, `eval blimp`, the teacher side of `cache-logits` and online
+distillation (it sits with the models so that cache, eval and distill all reach it downward)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ RULES = ("logit_mean", "prob_mean")
 
 def tokenizer_identity(model_dir: Path) -> str | None:
     """sha256 of the dir's tokenizer.json (None when the dir has none)."""
-    from bl2.data.tokenizer import file_sha256
+    from bl2.storage import file_sha256
 
     path = Path(model_dir) / "tokenizer.json"
     return file_sha256(path) if path.is_file() else None

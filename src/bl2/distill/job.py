@@ -1,0 +1,114 @@
+"""The job seam. A `Job` is one training run as a value: its identity (what `--resume` must match), the window
+source it reads, the objective it optimises, the validation windows, the tokenizer that goes into the final
+model dir, and the resolved config. Three small builders make the jobs of bl2's commands; `loop.train` runs
+any of them. Pretraining is the alpha = 1 job with no targets; the two distillation jobs differ only in where
+the soft targets come from (a cache, or live teachers).
+
+Everything that starts training from code (the CLI, quickstart, sweeps, benchmarks, tests) builds a Job and
+calls `train(job, out, ..., hooks=...)`; it never assembles identities or sources by hand.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from bl2.distill.config import TrainConfig
+from bl2.distill.objective import LiveTargets, LossSpec, Objective
+from bl2.errors import require
+from bl2.storage import display
+
+
+@dataclass
+class Job:
+    """One training run, ready to start."""
+
+    cfg: TrainConfig  # resolved config (the cache's seq_len already applied)
+    identity: dict  # what a resumed run must share with the run it continues (run.json "identity")
+    source: object  # window source: .n_windows and .batch(epoch, index, batch_size) -> Batch
+    objective: Objective  # loss spec + target source
+    val_windows: np.ndarray  # [N, L+1] validation windows
+    tokenizer_dir: str  # tokenizer files copied into the final model dir
+    info: dict = field(default_factory=dict)  # extra run.json entries (e.g. a sweep trial's number and params)
+
+
+def _data_identity(store, with_train: bool = True) -> dict:
+    out = {"dir": display(store.data_dir), "tokenizer_sha256": store.tokenizer_sha256}
+    return out | ({"train_sha256": store.split_sha256("train")} if with_train else {})
+
+
+def _val_windows(store, seq_len: int) -> np.ndarray:
+    from bl2.data.windows import eval_windows
+
+    val = eval_windows(store.split("val"), seq_len)
+    require(len(val) > 0, f"the val split of {store.data_dir} has no full window of {seq_len + 1} tokens")
+    return val
+
+
+def pretrain_job(cfg: TrainConfig, data: str) -> Job:
+    """`bl2 pretrain`: CE only, on DATA's train split with fresh random window offsets every epoch."""
+    from bl2.data.store import TokenStore
+    from bl2.distill.sources import RandomOffsetWindows
+
+    store = TokenStore(data)
+    identity = {"command": "pretrain", "config": cfg.identity(), "vocab_size": store.vocab_size,
+                "data": _data_identity(store)}
+    source = RandomOffsetWindows(store.split("train"), cfg.seq_len, cfg.seed)
+    return Job(cfg, identity, source, Objective(LossSpec()), _val_windows(store, cfg.seq_len), data)
+
+
+CACHE_IDENTITY = ("mode", "k", "n_windows", "seq_len", "temperatures", "ensemble", "teachers", "tokens_sha256",
+                  "n_draws", "sample_temperature", "window_offsets")
+
+
+def cache_job(cfg: TrainConfig, cache, data: str | None = None, cache_in_memory: str = "auto") -> Job:
+    """`bl2 distill --cache`: targets streamed from a logit cache; the teachers are never loaded.
+    `cache` is a location or an already opened `OpenedCache` (a process training many students decodes the
+    cache once and hands it to every job)."""
+    from bl2.data.store import TokenStore
+    from bl2.distill.cache_source import CacheWindows, OpenedCache, open_cache
+    from bl2.progress import console
+
+    opened = cache if isinstance(cache, OpenedCache) else open_cache(str(cache), cache_in_memory)
+    reader = opened.reader
+    data = str(data or reader.data_dir)
+    store = TokenStore(data)
+    require(store.vocab_size == reader.vocab_size and store.tokenizer_sha256 == reader.tokenizer_sha256,
+            f"cache {reader.path} was made with another tokenizer than {data}'s (vocab {reader.vocab_size} vs "
+            f"{store.vocab_size}); the student must share the teachers' tokenizer")
+    cfg = dataclasses.replace(cfg, seq_len=reader.seq_len)  # the cache's windows fix the sequence length
+    t_index = reader.temperature_index(cfg.temperature)  # refuses a T the cache cannot give exactly
+    identity = {"command": "distill", "config": cfg.identity(), "vocab_size": store.vocab_size,
+                "data": _data_identity(store, with_train=False),
+                "cache": {k: reader.attrs.get(k) for k in CACHE_IDENTITY} | {"path": display(reader.path)}}
+    console.print(f"cache {reader.path}: mode {reader.mode}, {reader.n_windows} windows, "
+                  f"{reader.nbytes_decoded() / 2**20:.0f} MiB decoded, "
+                  f"{'in RAM' if opened.data is not None else 'streamed'}")
+    source = CacheWindows(opened, cfg.seed, cfg.shuffle_buffer)
+    objective = Objective(LossSpec.of(cfg, reader.mode, t_index, reader.n_draws))
+    return Job(cfg, identity, source, objective, _val_windows(store, cfg.seq_len), data)
+
+
+def online_job(cfg: TrainConfig, teachers: list[str], data: str, ensemble: str = "logit_mean",
+               device: str = "auto") -> Job:
+    """`bl2 distill --teachers`: the online baseline. The ensemble runs live on the very windows, in the very
+    order, that a cache of the same teachers would hold (offset 0), with the loss of a full cache."""
+    from bl2.cache.teachers import teacher_records
+    from bl2.data.store import TokenStore
+    from bl2.distill.sources import FixedWindows
+    from bl2.model.ensemble import Ensemble
+    from bl2.runtime import pick_device
+
+    require(data is not None, "online distillation (--teachers) needs --data DATA_DIR")
+    store = TokenStore(data)
+    ens = Ensemble(teachers, pick_device(device), rule=ensemble)
+    require(ens.vocab_size == store.vocab_size and ens.tokenizer_sha256 in (None, store.tokenizer_sha256),
+            f"the teachers' tokenizer differs from {data}'s")
+    require(cfg.seq_len <= ens.max_positions, f"seq_len {cfg.seq_len} exceeds the teachers' limit {ens.max_positions}")
+    identity = {"command": "distill-online", "config": cfg.identity(), "vocab_size": store.vocab_size,
+                "data": _data_identity(store), "teachers": teacher_records(teachers), "ensemble": ensemble}
+    source = FixedWindows(store.split("train"), cfg.seq_len, cfg.seed, offsets=(0,), buffer=cfg.shuffle_buffer)
+    objective = Objective(LossSpec.of(cfg, "full"), LiveTargets(ens))
+    return Job(cfg, identity, source, objective, _val_windows(store, cfg.seq_len), data)
