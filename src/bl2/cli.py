@@ -90,6 +90,7 @@ WarmupOpt = Annotated[int | None, typer.Option(help="Linear warm-up steps before
 WdOpt = Annotated[float | None, typer.Option(help="AdamW decay on matrices (preset default).")]
 MaxStepsOpt = Annotated[int | None, typer.Option(help="Optimizer steps in total (overrides epochs).")]
 LogEveryOpt = Annotated[int | None, typer.Option(help="Steps between log lines (default 10).")]
+ValEveryOpt = Annotated[int | None, typer.Option(help="Steps between validations (default: each epoch's end).")]
 CkptOpt = Annotated[int | None, typer.Option(help="Steps between checkpoints (default 200).")]
 CompileOpt = Annotated[bool | None, typer.Option("--compile", help="torch.compile the model.")]
 ConfigOpt = Annotated[Path | None, typer.Option(help="YAML file of config keys (command-line values win).")]
@@ -99,7 +100,7 @@ OverwriteOpt = Annotated[bool, typer.Option(help="Replace an existing run dir.")
 
 # the training options that pretrain and distill share (their parameters of the same names)
 TRAIN_OPTIONS = ("seed", "epochs", "lr", "batch_size", "grad_accum", "warmup", "weight_decay", "max_steps",
-                 "log_every", "ckpt_every", "compile")
+                 "val_every", "log_every", "ckpt_every", "compile")
 
 
 def train_config(preset: str, config: Path | None, options: dict, **extra):
@@ -124,6 +125,7 @@ def pretrain(
     warmup: WarmupOpt = None,
     weight_decay: WdOpt = None,
     max_steps: MaxStepsOpt = None,
+    val_every: ValEveryOpt = None,
     log_every: LogEveryOpt = None,
     ckpt_every: CkptOpt = None,
     compile: CompileOpt = None,
@@ -164,6 +166,7 @@ def distill(
     warmup: WarmupOpt = None,
     weight_decay: WdOpt = None,
     max_steps: MaxStepsOpt = None,
+    val_every: ValEveryOpt = None,
     log_every: LogEveryOpt = None,
     ckpt_every: CkptOpt = None,
     compile: CompileOpt = None,

@@ -1,9 +1,12 @@
-"""One place for device, dtype, seeds and provenance (versions, git sha, device name)."""
+"""One place for device, dtype, seeds, provenance (versions, git sha, device name) and the process group of
+multi-process runs under torchrun."""
 
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 from bl2.errors import require
@@ -12,16 +15,23 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
 def pick_device(name: str = "auto") -> str:
-    """`auto` tries cuda, then mps, then cpu; an explicit device must exist."""
+    """`auto` tries cuda, then mps, then cpu; an explicit device must exist. Under torchrun on CUDA each process
+    gets its own GPU, `cuda:LOCAL_RANK`."""
     import torch
 
     require(name in DEVICES, f"unknown device {name!r}; choose one of {', '.join(DEVICES)}")
     has_mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
     if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "mps" if has_mps else "cpu"
+        name = "cuda" if torch.cuda.is_available() else "mps" if has_mps else "cpu"
     require(name != "cuda" or torch.cuda.is_available(), "--device cuda requested but CUDA is not available")
     require(name != "mps" or has_mps, "--device mps requested but MPS is not available")
-    return name
+    env = dist_env()
+    return f"cuda:{env.local_rank}" if name == "cuda" and env.world_size > 1 else name
+
+
+def device_type(device: str) -> str:
+    """'cuda:1' -> 'cuda' (autocast and the allocator care about the type, not the index)."""
+    return device.split(":")[0]
 
 
 def autocast_dtype(device: str):
@@ -29,9 +39,9 @@ def autocast_dtype(device: str):
     are exactly reproducible (bit-exact resume) and never hit slow CPU bf16 kernels."""
     import torch
 
-    if device == "cuda" and torch.cuda.is_bf16_supported():
+    if device_type(device) == "cuda" and torch.cuda.is_bf16_supported():
         return torch.bfloat16, "bf16 autocast: CUDA device supports bf16"
-    if device == "cuda":
+    if device_type(device) == "cuda":
         return torch.float16, "fp16 autocast: CUDA device without bf16"
     return None, f"fp32: {device} (exact, reproducible)"
 
@@ -64,8 +74,8 @@ def git_sha() -> str | None:
 def device_name(device: str) -> str:
     import torch
 
-    if device == "cuda":
-        return torch.cuda.get_device_name()
+    if device_type(device) == "cuda":
+        return torch.cuda.get_device_name(device)
     return f"{platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)"
 
 
@@ -114,3 +124,54 @@ def tune_allocator() -> bool:
     except (OSError, AttributeError):
         return False
 
+
+
+# ---------------------------------------------------------------------------------------------- torchrun
+DIST_TIMEOUT_ENV = "BL2_DIST_TIMEOUT"  # seconds a collective may wait for a missing rank (default 600)
+
+
+@dataclass(frozen=True)
+class DistEnv:
+    """This process's place in a torchrun job (rank 0 of 1 without torchrun)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def dist_env() -> DistEnv:
+    """Read torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK); rank 0 of 1 when they are absent."""
+    try:
+        return DistEnv(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
+                       int(os.environ.get("LOCAL_RANK", 0)))
+    except ValueError:
+        return DistEnv()
+
+
+def init_distributed(device: str) -> DistEnv:
+    """Join the torchrun process group (nccl on CUDA, gloo elsewhere) once; a no-op for a single process.
+    Collectives time out after $BL2_DIST_TIMEOUT seconds, so a rank that dies never leaves the others hanging."""
+    import datetime
+
+    import torch
+    import torch.distributed as dist
+
+    env = dist_env()
+    if env.world_size > 1 and not dist.is_initialized():
+        backend = "nccl" if device_type(device) == "cuda" else "gloo"
+        if backend == "nccl":
+            torch.cuda.set_device(env.local_rank)
+        timeout = datetime.timedelta(seconds=float(os.environ.get(DIST_TIMEOUT_ENV, 600)))
+        dist.init_process_group(backend, timeout=timeout)
+    return env
+
+
+def dist_backend() -> str | None:
+    """The process group's backend, or None for a single process."""
+    import torch.distributed as dist
+
+    return dist.get_backend() if dist.is_available() and dist.is_initialized() else None

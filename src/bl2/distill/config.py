@@ -30,6 +30,7 @@ class TrainConfig:
     grad_clip: float = 1.0  # max global gradient norm (0 = off)
     betas: tuple[float, float] = (0.9, 0.999)  # AdamW betas (HF Trainer defaults, as in the reference)
     eps: float = 1e-8  # AdamW epsilon
+    val_every: int | None = None  # optimizer steps between validations (default: only at each epoch's end)
     eval_batch_size: int = 64  # sequences per validation forward
     log_every: int = 10  # optimizer steps between log lines / metrics rows
     ckpt_every: int = 200  # optimizer steps between checkpoints (and one at every epoch end)
@@ -62,6 +63,7 @@ class TrainConfig:
         require(self.log_every >= 1 and self.ckpt_every >= 1 and self.keep_checkpoints >= 1,
                 "log_every, ckpt_every and keep_checkpoints must be >= 1")
         require(self.shuffle_buffer >= 1, "shuffle_buffer must be >= 1")
+        require(self.val_every is None or self.val_every >= 1, f"val_every must be >= 1, got {self.val_every}")
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -1,9 +1,10 @@
-"""The one training loop. Pretraining, distillation from a cache and online distillation differ only in the
-window source and the objective handed to `fit`.
+"""The one training loop. `train(job, out, ...)` runs any Job (job.py): pretraining, distillation from a cache
+and online distillation differ only in the job's window source and objective.
 
 AdamW (decay on matrices only), linear warm-up then cosine decay to 0, gradient clipping and accumulation,
-bf16 autocast on CUDA / fp32 on CPU. Validation CE at every epoch end; the best-validation weights are kept
-and become the final model (the reference's load_best_model_at_end). `.item()` only on log steps.
+bf16 autocast on CUDA / fp32 on CPU. Validation CE at every epoch end (and every `val_every` steps); the
+best-validation weights are kept and become the final model (the reference's load_best_model_at_end).
+`.item()` only on log steps. Hooks see every metrics row and may stop the run (StopRun).
 """
 
 from __future__ import annotations
@@ -165,6 +166,7 @@ def fit(model, job, run, device: str, autocast=None, hooks=(), rank: int = 0, wo
                 window_steps += 1
                 bar.advance(task)
                 epoch_end = done % plan.steps_per_epoch == 0
+                val_now = epoch_end or done == plan.total_steps or (cfg.val_every and done % cfg.val_every == 0)
                 try:
                     if done % cfg.log_every == 0 or done == plan.total_steps:
                         elapsed = time.perf_counter() - window_t0
@@ -182,7 +184,7 @@ def fit(model, job, run, device: str, autocast=None, hooks=(), rank: int = 0, wo
                         kl_acc.zero_()
                         window_t0, window_steps = time.perf_counter(), 0
                         log(row)
-                    if epoch_end or done == plan.total_steps:
+                    if val_now:
                         validate(done)
                 except StopRun as e:
                     stopped = str(e) or "stopped by a hook"

@@ -42,8 +42,8 @@ class RunDir:
 
     def _check_identity(self) -> None:
         saved = json.loads((self.path / RUN_JSON).read_text()).get("identity")
-        if saved != json.loads(json.dumps(self.identity)):
-            diff = sorted(_diff(saved or {}, self.identity))
+        diff = sorted(_diff(saved or {}, json.loads(json.dumps(self.identity))))  # a new field at None is no change
+        if diff:
             raise UserError(f"--resume: {self.path} was made with a different configuration ({', '.join(diff[:6])})")
 
     def resume_checkpoint(self) -> Path | None:
