@@ -67,11 +67,11 @@ def train(job, out: str, resume: bool = False, overwrite: bool = False, device: 
     """Run a Job (see job.py) into the run dir `out`; returns the summary (best validation CE and its step).
     Each hook is called with every metrics row as it is written (`kind` train, val or event) and may raise
     StopRun to end the run cleanly. Under torchrun every rank calls this; rank 0 writes (see dist.py)."""
-    from bl2.distill.dist import Dist
     from bl2.distill.rundir import RunDir
     from bl2.model.io import build_model, count_params
     from bl2.progress import console
     from bl2.runtime import (
+        Dist,
         autocast_dtype,
         device_type,
         dist_backend,
@@ -162,12 +162,12 @@ class _Acc:
 def fit(model, job, run, device: str, autocast=None, hooks=(), d=None) -> dict:
     """Train `model` in place on the job; `run` (a RunDir) receives metrics, checkpoints and the final model.
     Returns the summary dict (best validation CE and its step)."""
-    from bl2.distill.dist import Dist
+    from bl2.distill import dist
     from bl2.eval.loss import windows_nll
     from bl2.progress import console, make_progress
-    from bl2.runtime import DistEnv, device_type
+    from bl2.runtime import Dist, device_type
 
-    d = d or Dist(DistEnv())
+    d = d or Dist()
     cfg, objective = job.cfg, job.objective
     log = _Log(run, hooks, d)
     plan = Plan.of(cfg, job.source.n_windows)
@@ -181,7 +181,7 @@ def fit(model, job, run, device: str, autocast=None, hooks=(), d=None) -> dict:
         log({"kind": "event", "event": "resume", "step": state["step"], "checkpoint": resume_from.name,
              "world_size": d.world_size})
     compiled = torch.compile(model) if cfg.compile else model
-    train_model = d.wrap(compiled, device)
+    train_model = dist.wrap(compiled, device, d)
     amp = (lambda: torch.autocast(device_type(device), dtype=autocast)) if autocast else nullcontext
     val_share = job.val_windows[d.rank :: d.world_size]
 
@@ -220,7 +220,7 @@ def fit(model, job, run, device: str, autocast=None, hooks=(), d=None) -> dict:
                     group["lr"] = lr
                 micros = batch.split(cfg.grad_accum)
                 for i, micro in enumerate(micros):
-                    with d.no_sync(train_model, sync=i == len(micros) - 1):
+                    with dist.no_sync(train_model, d, sync=i == len(micros) - 1):
                         with amp():
                             logits = train_model(input_ids=micro.input_ids[:, :-1]).logits
                         parts = objective(logits, micro)  # outside autocast: the loss maths stays fp32
