@@ -18,6 +18,7 @@ import torch
 
 from bl2.distill import checkpoint
 from bl2.distill.config import TrainConfig
+from bl2.distill.rundir import locked_output
 from bl2.distill.sources import Prefetcher
 from bl2.errors import require
 
@@ -58,6 +59,7 @@ class StopRun(Exception):
     keeps the best weights so far as the final model, and returns."""
 
 
+@locked_output  # one writer per run dir, for the whole run
 def train(job, out: str, resume: bool = False, overwrite: bool = False, device: str = "auto", hooks=()) -> dict:
     """Run a Job (see job.py) into the run dir `out`; returns the summary (best validation CE and its step).
     Each hook is called with every metrics row as it is written (`kind` train, val or event) and may raise
