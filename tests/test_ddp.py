@@ -159,8 +159,6 @@ def test_checkpoint_of_two_resumes_on_one(tmp_path, data_dir, one_process, two_p
 
 
 def test_per_rank_random_states_refuse_another_world_size(tmp_path, data_dir):
-    import json
-
     from bl2.distill import checkpoint
     from bl2.errors import UserError
     from bl2.model.io import build_model
@@ -168,9 +166,9 @@ def test_per_rank_random_states_refuse_another_world_size(tmp_path, data_dir):
     model = build_model("debug", 400, 128, 0)
     opt = torch.optim.AdamW(model.parameters())
     states = [checkpoint.rng_state(), checkpoint.rng_state()]
-    states[1]["python"][2] = 0.5  # rank 1 has drawn a random number of its own
+    states[1]["python"]["gauss_next"] = 0.5  # rank 1 has drawn a random number of its own
     path = checkpoint.save(tmp_path, 1, model, opt, {"step": 1}, keep=1, rng=states)
-    assert json.loads((path / checkpoint.RNG).read_text())["per_rank"]
+    assert torch.load(path / "rng.pt", weights_only=True)["per_rank"]
     checkpoint.load(path, model, opt, rank=1, world_size=2)
     with pytest.raises(UserError, match="written by 2 processes"):
         checkpoint.load(path, model, opt, rank=0, world_size=1)

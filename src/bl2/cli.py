@@ -288,13 +288,14 @@ def eval_loss(
     seq_len: Annotated[int | None, typer.Option(help="Window length (default: max_position_embeddings / 2).")] = None,
     batch_size: Annotated[int, typer.Option(help="Windows per forward.")] = 32,
     out: Annotated[Path | None, typer.Option(help="Write the results as JSON.")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing --out file.")] = False,
     device: DeviceOpt = "auto",
 ):
     """Mean token cross-entropy and perplexity over the non-overlapping windows of a split."""
     from bl2.eval.loss import evaluate_loss
 
     evaluate_loss(split_list(models), data, split=split, batch_size=batch_size, device=device,
-                  seq_len=seq_len, out=out)
+                  seq_len=seq_len, out=out, overwrite=overwrite)
 
 
 @eval_app.command("blimp")

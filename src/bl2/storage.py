@@ -44,3 +44,31 @@ def file_sha256(path: str | Path) -> str:
         while block := f.read(HASH_BLOCK):
             h.update(block)
     return h.hexdigest()
+
+
+def require_writable_dir(path: str | Path, what: str) -> None:
+    """One-line user error unless files can be created in the local folder `path`, or (when it does not exist
+    yet) in its nearest existing ancestor. Checked before long work, so a read-only output fails at once."""
+    import os
+    import tempfile
+
+    from bl2.errors import UserError
+
+    folder = local_path(path, what)
+    probe = next((p for p in (folder, *folder.absolute().parents) if p.exists()), None)
+    require(probe is None or probe.is_dir(), f"cannot write {what} {folder}: {probe} is not a folder")
+    if probe is None or not os.access(probe, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write {what} {folder}: {probe} is not writable")
+    try:
+        with tempfile.NamedTemporaryFile(dir=probe, prefix=".bl2-write-test-"):
+            pass
+    except OSError as e:
+        raise UserError(f"cannot write {what} {folder}: {e.strerror or e}") from None
+
+
+def require_writable_file(path: str | Path, what: str) -> None:
+    """One-line user error unless the local file `path` can be (re)written: not a folder, and its folder
+    writable (or creatable)."""
+    file = local_path(path, what)
+    require(not file.is_dir(), f"{what} {file} is a folder, not a file")
+    require_writable_dir(file.parent, f"the folder of {what}")

@@ -14,6 +14,7 @@ from bl2.cache import schema
 from bl2.cache.checks import ABS_TOL, Checks, logsumexp
 from bl2.cache.diagnostics import head_mass
 from bl2.cache.reader import CacheReader
+from bl2.cache.shards import ShardError
 from bl2.data.windows import gather_windows, row_starts, window_offsets
 from bl2.errors import UserError
 
@@ -34,12 +35,16 @@ def check_attrs(r: CacheReader, c: Checks) -> None:
 
 
 def read_block(r: CacheReader, start: int, stop: int, c: Checks) -> dict[str, np.ndarray]:
-    """The arrays of rows [start, stop) that decode; a checksum failure is recorded, not raised."""
+    """The arrays of rows [start, stop) that decode; a missing shard or a checksum failure is recorded, not
+    raised (the reader checks the shard files before it decodes)."""
     out = {}
     for name in r.arrays:
         try:
             out[name] = r.read(start, stop, [name])[name]
+            c.check("shards", True)
             c.check("checksums", True)
+        except ShardError as e:
+            c.check("shards", False, str(e))
         except UserError as e:
             c.check("checksums", False, str(e))
     return out
@@ -133,6 +138,7 @@ def verify(path: str, data: Path | None = None, teachers: list[Path] | None = No
         check_tokens(r, block, tokens, start, c)
         {"topk": check_topk, "full": check_full, "sample": check_sample}[r.mode](r, block, where, c)
     c.details["checksums"] = f"{len(r.arrays)} arrays, {done} rows"
+    c.details["shards"] = f"every shard file of the {done} committed rows is present"
     if teachers:
         from bl2.cache.recompute import recompute_check
 

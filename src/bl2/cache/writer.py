@@ -183,6 +183,13 @@ def write_shards(ensemble, plan: Plan, arrays: dict, group, done: int, cfg: Cach
             "device": ensemble.device}
 
 
+def output_lock(cfg: CacheLogitsConfig):
+    """The cache's lock (bl2.locks), held by rank 0, the process that creates metadata and commits."""
+    from bl2.locks import hold
+
+    return hold(cfg.out, "cache") if cfg.rank == 0 else nullcontext()
+
+
 def cache_logits(cfg: CacheLogitsConfig) -> dict:
     """Create, resume or confirm the cache described by cfg; returns its final attrs (plus `state`)."""
     from bl2.cache.diagnostics import compute_diagnostics, format_diagnostics
@@ -197,19 +204,20 @@ def cache_logits(cfg: CacheLogitsConfig) -> dict:
             console.print(message, soft_wrap=True, markup=False)
 
     plan = plan_cache(cfg)
-    state = output_state(cfg.out, plan.attrs, cfg.overwrite)
-    if state == "complete":
-        say(f"{cfg.out} is already complete ({plan.attrs['n_windows']} windows): nothing to do")
-        return {**CacheReader(cfg.out).attrs, "state": state}
-    device = pick_device(cfg.device)
-    ensemble = Ensemble(cfg.teachers, device, cfg.ensemble)  # load before touching --out: a bad teacher fails here
-    plan.attrs["provenance"] = provenance(device) | {"batch_size": cfg.batch_size}
-    group, arrays, done = open_store(cfg.out, plan.attrs, state)
-    say(f"cache-logits: {plan.attrs['n_windows']} windows x {plan.attrs['seq_len']} tokens, mode {cfg.mode}, "
-        f"{len(cfg.teachers)} teachers on {device}" + (f", resuming at window {done}" if done else ""))
-    throughput = write_shards(ensemble, plan, arrays, group, done, cfg)
-    diagnostics = compute_diagnostics(CacheReader(cfg.out), throughput)
-    group.attrs.update({"diagnostics": diagnostics, "complete": True})  # `complete` is the last write
+    with output_lock(cfg):  # one writer per cache, from the state decision to the last commit
+        state = output_state(cfg.out, plan.attrs, cfg.overwrite)
+        if state == "complete":
+            say(f"{cfg.out} is already complete ({plan.attrs['n_windows']} windows): nothing to do")
+            return {**CacheReader(cfg.out).attrs, "state": state}
+        device = pick_device(cfg.device)
+        ensemble = Ensemble(cfg.teachers, device, cfg.ensemble)  # load before touching --out: a bad teacher fails here
+        plan.attrs["provenance"] = provenance(device) | {"batch_size": cfg.batch_size}
+        group, arrays, done = open_store(cfg.out, plan.attrs, state)
+        say(f"cache-logits: {plan.attrs['n_windows']} windows x {plan.attrs['seq_len']} tokens, mode {cfg.mode}, "
+            f"{len(cfg.teachers)} teachers on {device}" + (f", resuming at window {done}" if done else ""))
+        throughput = write_shards(ensemble, plan, arrays, group, done, cfg)
+        diagnostics = compute_diagnostics(CacheReader(cfg.out), throughput)
+        group.attrs.update({"diagnostics": diagnostics, "complete": True})  # `complete` is the last write
     for line in format_diagnostics(diagnostics):
         say(line)
     say(f"wrote {cfg.out}")

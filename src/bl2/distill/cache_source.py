@@ -62,9 +62,11 @@ def open_cache(cache, in_memory: str = "auto") -> OpenedCache:
     """Open a complete cache (a location or a CacheReader); decode it whole into RAM when `in_memory` says so
     (auto: if it fits)."""
     from bl2.cache.reader import CacheReader
+    from bl2.cache.shards import check_committed_shards
 
     reader = cache if isinstance(cache, CacheReader) else CacheReader(cache)
     reader.require_complete()
+    check_committed_shards(reader)  # a deleted shard fails here, before a step is trained on zeros
     keep = decide_in_memory(in_memory, reader.nbytes_decoded())
     return OpenedCache(reader, reader.read_all() if keep else None)
 

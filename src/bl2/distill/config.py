@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import numbers
+import typing
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -43,12 +46,13 @@ class TrainConfig:
     shuffle_buffer: int = 8192  # windows shuffled together (cache sources read shard-sized blocks)
 
     def __post_init__(self):
-        require(self.preset in PRESETS, f"unknown preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
+        require(isinstance(self.preset, str) and self.preset in PRESETS,
+                f"unknown preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
         d = TRAIN_DEFAULTS[self.preset]
         for name in ("epochs", "lr", "batch_size", "grad_accum", "warmup", "weight_decay"):
             if getattr(self, name) is None:
                 setattr(self, name, getattr(d, name))
-        self.betas = tuple(self.betas)
+        check_types(self)  # YAML gives any type: 2.5 steps or "yes" for a bool end here, with the field's name
         require(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
         require(self.lr > 0, f"lr must be > 0, got {self.lr}")
         require(self.batch_size >= 1 and self.grad_accum >= 1, "batch_size and grad_accum must be >= 1")
@@ -64,6 +68,10 @@ class TrainConfig:
                 "log_every, ckpt_every and keep_checkpoints must be >= 1")
         require(self.shuffle_buffer >= 1, "shuffle_buffer must be >= 1")
         require(self.val_every is None or self.val_every >= 1, f"val_every must be >= 1, got {self.val_every}")
+        require(self.eval_batch_size >= 1, f"eval_batch_size must be >= 1, got {self.eval_batch_size}")
+        require(self.grad_clip >= 0, f"grad_clip must be >= 0 (0 = off), got {self.grad_clip}")
+        require(self.eps > 0, f"eps must be > 0, got {self.eps}")
+        require(all(0.0 <= b < 1.0 for b in self.betas), f"betas must each be in [0, 1), got {list(self.betas)}")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -88,6 +96,45 @@ class TrainConfig:
             return cls(**values)
         except TypeError as e:
             raise UserError(f"bad config: {e}") from None
+
+
+def check_types(cfg) -> None:
+    """Check (and normalise) every field against its annotation: ints are integers (not bools, not 2.5),
+    floats are finite numbers (a string such as "3e-4", which YAML 1.1 does not read as a number, is
+    converted), bools are booleans, pairs are two numbers. One-line UserError naming the field otherwise."""
+    hints = typing.get_type_hints(type(cfg))
+    for f in fields(cfg):
+        setattr(cfg, f.name, _typed(f.name, getattr(cfg, f.name), hints[f.name]))
+
+
+def _typed(name: str, value, hint):
+    args = typing.get_args(hint)
+    if type(None) in args:  # `X | None`
+        if value is None:
+            return None
+        hint = next(a for a in args if a is not type(None))
+    if typing.get_origin(hint) is tuple:
+        require(isinstance(value, (list, tuple)) and len(value) == len(typing.get_args(hint)),
+                f"{name} must be a list of {len(typing.get_args(hint))} numbers, got {value!r}")
+        return tuple(_typed(name, v, t) for v, t in zip(value, typing.get_args(hint)))
+    if hint is bool:
+        require(isinstance(value, bool), f"{name} must be true or false, got {value!r}")
+    elif hint is int:
+        require(isinstance(value, numbers.Integral) and not isinstance(value, bool),
+                f"{name} must be an integer, got {value!r}")
+        return int(value)
+    elif hint is float:
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                raise UserError(f"{name} must be a number, got {value!r}") from None
+        require(isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value),
+                f"{name} must be a finite number, got {value!r}")
+        return float(value)
+    elif hint is str:
+        require(isinstance(value, str), f"{name} must be a string, got {value!r}")
+    return value
 
 
 def load_yaml(path: Path) -> dict:

@@ -18,7 +18,7 @@ import numpy as np
 from bl2.distill.config import TrainConfig
 from bl2.distill.objective import LiveTargets, LossSpec, Objective
 from bl2.errors import require
-from bl2.storage import display
+from bl2.storage import display, local_path
 
 
 @dataclass
@@ -33,9 +33,17 @@ class Job:
     tokenizer_dir: str  # tokenizer files copied into the final model dir
     info: dict = field(default_factory=dict)  # extra run.json entries (e.g. a sweep trial's number and params)
 
+    def __post_init__(self):
+        # refused here, before a run dir exists, rather than by the loop after creating one
+        n = self.source.n_windows
+        require(n >= self.cfg.batch_size, f"{n} training windows are fewer than one batch of {self.cfg.batch_size}: "
+                "lower --batch-size (or give more data)")
 
+
+# Identities hold content hashes, never paths: a DATA dir, a cache or a teacher that moved is the same input,
+# and `--resume` accepts it. The paths go to run.json's "paths" (for humans).
 def _data_identity(store, with_train: bool = True) -> dict:
-    out = {"dir": display(store.data_dir), "tokenizer_sha256": store.tokenizer_sha256}
+    out = {"tokenizer_sha256": store.tokenizer_sha256}
     return out | ({"train_sha256": store.split_sha256("train")} if with_train else {})
 
 
@@ -56,11 +64,18 @@ def pretrain_job(cfg: TrainConfig, data: str) -> Job:
     identity = {"command": "pretrain", "config": cfg.identity(), "vocab_size": store.vocab_size,
                 "data": _data_identity(store)}
     source = RandomOffsetWindows(store.split("train"), cfg.seq_len, cfg.seed)
-    return Job(cfg, identity, source, Objective(LossSpec()), _val_windows(store, cfg.seq_len), data)
+    return Job(cfg, identity, source, Objective(LossSpec()), _val_windows(store, cfg.seq_len), data,
+               {"paths": {"data": display(store.data_dir)}})
 
 
-CACHE_IDENTITY = ("mode", "k", "n_windows", "seq_len", "temperatures", "ensemble", "teachers", "tokens_sha256",
+# The cache's content identity: its defining attrs and its teachers' weight hashes (not their paths).
+CACHE_IDENTITY = ("mode", "k", "n_windows", "seq_len", "temperatures", "ensemble", "tokens_sha256",
                   "n_draws", "sample_temperature", "window_offsets")
+
+
+def cache_identity(attrs: dict) -> dict:
+    return {k: attrs.get(k) for k in CACHE_IDENTITY} | {
+        "teacher_sha256": [t.get("sha256") for t in attrs.get("teachers") or []]}
 
 
 def cache_job(cfg: TrainConfig, cache, data: str | None = None, cache_in_memory: str = "auto") -> Job:
@@ -73,6 +88,9 @@ def cache_job(cfg: TrainConfig, cache, data: str | None = None, cache_in_memory:
 
     opened = cache if isinstance(cache, OpenedCache) else open_cache(str(cache), cache_in_memory)
     reader = opened.reader
+    if data is None:
+        require(local_path(reader.data_dir).is_dir(),
+                f"the DATA dir recorded in cache {reader.path} ({reader.data_dir}) is not there: pass --data DATA_DIR")
     data = str(data or reader.data_dir)
     store = TokenStore(data)
     require(store.vocab_size == reader.vocab_size and store.tokenizer_sha256 == reader.tokenizer_sha256,
@@ -82,13 +100,14 @@ def cache_job(cfg: TrainConfig, cache, data: str | None = None, cache_in_memory:
     t_index = reader.temperature_index(cfg.temperature)  # refuses a T the cache cannot give exactly
     identity = {"command": "distill", "config": cfg.identity(), "vocab_size": store.vocab_size,
                 "data": _data_identity(store, with_train=False),
-                "cache": {k: reader.attrs.get(k) for k in CACHE_IDENTITY} | {"path": display(reader.path)}}
+                "cache": cache_identity(reader.attrs)}
     console.print(f"cache {reader.path}: mode {reader.mode}, {reader.n_windows} windows, "
                   f"{reader.nbytes_decoded() / 2**20:.0f} MiB decoded, "
                   f"{'in RAM' if opened.data is not None else 'streamed'}")
     source = CacheWindows(opened, cfg.seed, cfg.shuffle_buffer)
     objective = Objective(LossSpec.of(cfg, reader.mode, t_index, reader.n_draws))
-    return Job(cfg, identity, source, objective, _val_windows(store, cfg.seq_len), data)
+    paths = {"data": display(store.data_dir), "cache": display(reader.path)}
+    return Job(cfg, identity, source, objective, _val_windows(store, cfg.seq_len), data, {"paths": paths})
 
 
 def online_job(cfg: TrainConfig, teachers: list[str], data: str, ensemble: str = "logit_mean",
@@ -107,8 +126,10 @@ def online_job(cfg: TrainConfig, teachers: list[str], data: str, ensemble: str =
     require(ens.vocab_size == store.vocab_size and ens.tokenizer_sha256 in (None, store.tokenizer_sha256),
             f"the teachers' tokenizer differs from {data}'s")
     require(cfg.seq_len <= ens.max_positions, f"seq_len {cfg.seq_len} exceeds the teachers' limit {ens.max_positions}")
+    records = teacher_records(teachers)
     identity = {"command": "distill-online", "config": cfg.identity(), "vocab_size": store.vocab_size,
-                "data": _data_identity(store), "teachers": teacher_records(teachers), "ensemble": ensemble}
+                "data": _data_identity(store), "teachers": [t["sha256"] for t in records], "ensemble": ensemble}
     source = FixedWindows(store.split("train"), cfg.seq_len, cfg.seed, offsets=(0,), buffer=cfg.shuffle_buffer)
     objective = Objective(LossSpec.of(cfg, "full"), LiveTargets(ens))
-    return Job(cfg, identity, source, objective, _val_windows(store, cfg.seq_len), data)
+    paths = {"data": display(store.data_dir), "teachers": [t["path"] for t in records]}
+    return Job(cfg, identity, source, objective, _val_windows(store, cfg.seq_len), data, {"paths": paths})

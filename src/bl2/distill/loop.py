@@ -19,6 +19,7 @@ import torch
 
 from bl2.distill import checkpoint
 from bl2.distill.config import TrainConfig
+from bl2.distill.rundir import locked_output
 from bl2.distill.sources import Prefetcher
 from bl2.errors import require
 
@@ -63,6 +64,7 @@ class StopRun(Exception):
     keeps the best weights so far as the final model, and returns."""
 
 
+@locked_output  # one writer per run dir, for the whole run
 def train(job, out: str, resume: bool = False, overwrite: bool = False, device: str = "auto", hooks=()) -> dict:
     """Run a Job (see job.py) into the run dir `out`; returns the summary (best validation CE and its step).
     Each hook is called with every metrics row as it is written (`kind` train, val or event) and may raise
@@ -89,8 +91,6 @@ def train(job, out: str, resume: bool = False, overwrite: bool = False, device: 
     require(cfg.batch_size % (d.world_size * cfg.grad_accum) == 0,
             f"batch_size {cfg.batch_size} must divide evenly over {d.world_size} processes x {cfg.grad_accum} "
             "micro-batches (--batch-size is the global batch)")
-    require(job.source.n_windows >= cfg.batch_size,
-            f"{job.source.n_windows} training windows are fewer than one batch of {cfg.batch_size}")
     job.source.rank, job.source.world_size = d.rank, d.world_size
     if device_type(device) == "cpu":
         tune_allocator()

@@ -12,7 +12,9 @@ def pretrain(cfg, data_dir, out, resume: bool = False, overwrite: bool = False, 
     """`bl2 pretrain`: CE-only training on DATA's train split with random window offsets per epoch."""
     from bl2.distill.job import pretrain_job
     from bl2.distill.loop import train
+    from bl2.distill.rundir import preflight
 
+    preflight(out, resume, overwrite)  # a wrong --out fails before the data is loaded
     return train(pretrain_job(cfg, str(data_dir)), str(out), resume, overwrite, device, hooks)
 
 
@@ -23,8 +25,10 @@ def distill(cfg, out, cache=None, teachers=None, data_dir=None, ensemble: str = 
     Same loop, same loss; only the target source differs."""
     from bl2.distill.job import cache_job, online_job
     from bl2.distill.loop import train
+    from bl2.distill.rundir import preflight
 
     require((cache is None) != (teachers is None), "give either --cache or --teachers (not both)")
+    preflight(out, resume, overwrite)  # a wrong --out fails before a cache is decoded or a teacher loaded
     data = None if data_dir is None else str(data_dir)
     if cache is not None:
         job = cache_job(cfg, cache, data, cache_in_memory)

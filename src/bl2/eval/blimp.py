@@ -32,11 +32,11 @@ ENSEMBLE_RULE = "logit_mean"  # the paper's direct ensemble: raw logits averaged
 # ----------------------------------------------------------------------------------------------- tokenizer
 def check_model_dirs(model_dirs: list[Path]) -> None:
     """Cheap checks before anything heavy: each dir exists, is a model dir and has tokenizer files."""
-    from bl2.model.io import check_model_dir
+    from bl2.model.io import read_config
 
     require(len(model_dirs) >= 1, "no model dirs given")
     for d in model_dirs:
-        check_model_dir(d)
+        read_config(d)  # the dir exists and its config.json is a JSON object
         require(any((Path(d) / f).is_file() for f in TOKENIZER_FILES),
                 f"{d} has no tokenizer ({' / '.join(TOKENIZER_FILES[:2])} missing)")
 
@@ -298,8 +298,12 @@ def summarise(scores: np.ndarray, subtasks: list[SubtaskPairs], model_dirs: list
 
 # ----------------------------------------------------------------------------------------------- outputs
 def check_output(path: Path | None, overwrite: bool) -> None:
+    """Before any scoring: an existing file needs --overwrite, and the file must be writable."""
+    from bl2.storage import require_writable_file
+
     if path is not None:
         require(overwrite or not Path(path).exists(), f"{path} exists; pass --overwrite to replace it")
+        require_writable_file(path, "output file")
 
 
 def write_atomic(path: Path, text: str) -> None:

@@ -45,14 +45,19 @@ def windows_ce(forward, windows: np.ndarray, batch_size: int, device: str, autoc
 
 
 def evaluate_loss(model_dirs: list[Path], data_dir: Path, split: str = "test", batch_size: int = 32,
-                  device: str = "auto", seq_len: int | None = None, out: Path | None = None) -> dict:
-    """CE/perplexity of each model dir and, with several, of their direct ensemble; prints a table."""
+                  device: str = "auto", seq_len: int | None = None, out: Path | None = None,
+                  overwrite: bool = False) -> dict:
+    """CE/perplexity of each model dir and, with several, of their direct ensemble; prints a table. `out`
+    (JSON) is checked before any scoring: an existing file needs `overwrite`, and it must be writable."""
     from bl2.data.store import TokenStore
     from bl2.data.windows import eval_windows
+    from bl2.eval.blimp import check_output, write_atomic
     from bl2.model.ensemble import Ensemble, combine
     from bl2.progress import console, make_progress
     from bl2.runtime import pick_device
 
+    require(batch_size >= 1, f"--batch-size must be >= 1, got {batch_size}")
+    check_output(out, overwrite)
     store = TokenStore(data_dir)
     device = pick_device(device)
     ens = Ensemble(model_dirs, device)
@@ -83,7 +88,7 @@ def evaluate_loss(model_dirs: list[Path], data_dir: Path, split: str = "test", b
               "n_tokens": count, "models": names, "results": results}
     _print(report, console)
     if out:
-        Path(out).write_text(json.dumps(report, indent=2))
+        write_atomic(Path(out), json.dumps(report, indent=2))
     return report
 
 
