@@ -101,6 +101,8 @@ def prepare(cfg: PrepareConfig) -> dict:
             "tokenizer_sha256": tokenizer_sha256(tmp),
             "val_fraction": cfg.val_fraction,
             "files": table,
+            # words seen in training = tokens consumed x this ratio of the split (BabyLM counts words)
+            "words_per_token": {name: words_per_token(rows, len(splits[name])) for name, rows in table.items()},
             "corpus_dir": str(Path(cfg.corpus_dir).resolve()),
             "dev_dir": str(Path(cfg.dev_dir).resolve()),
             "bl2_version": __version__,
@@ -114,6 +116,11 @@ def prepare(cfg: PrepareConfig) -> dict:
         raise
     print_table(attrs | {"splits": {n: {"n_tokens": int(len(a))} for n, a in splits.items()}})
     return attrs
+
+
+def words_per_token(rows: list[dict], n_tokens: int) -> float | None:
+    words = sum(r["words"] for r in rows)
+    return words / n_tokens if n_tokens and words else None
 
 
 def print_table(attrs: dict) -> None:

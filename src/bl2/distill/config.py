@@ -5,12 +5,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from bl2.distill.words import parse_marks
 from bl2.errors import UserError, require
 from bl2.model.presets import PRESETS, SEQ_LEN, TRAIN_DEFAULTS
 
 KL_REDUCTIONS = ("sequence", "token")
 # Fields that do not change what a run computes: --resume accepts new values for them.
-NOT_IDENTITY = ("log_every", "ckpt_every", "keep_checkpoints", "compile", "eval_batch_size")
+NOT_IDENTITY = ("log_every", "ckpt_every", "keep_checkpoints", "compile", "eval_batch_size", "word_checkpoints")
 
 
 @dataclass
@@ -36,6 +37,7 @@ class TrainConfig:
     ckpt_every: int = 200  # optimizer steps between checkpoints (and one at every epoch end)
     keep_checkpoints: int = 2  # newest step checkpoints kept on disk
     compile: bool = False  # torch.compile the student
+    word_checkpoints: str | None = None  # `babylm` or word counts `1M,2M,..`: HF model dirs as the run passes them
     # distillation (alpha = 1 and no target source = plain pretraining)
     alpha: float = 1.0  # weight of CE; (1 - alpha) * T^2 weighs the KL term
     temperature: float = 1.0  # distillation temperature T
@@ -64,6 +66,9 @@ class TrainConfig:
                 "log_every, ckpt_every and keep_checkpoints must be >= 1")
         require(self.shuffle_buffer >= 1, "shuffle_buffer must be >= 1")
         require(self.val_every is None or self.val_every >= 1, f"val_every must be >= 1, got {self.val_every}")
+        if isinstance(self.word_checkpoints, (list, tuple)):  # a YAML list
+            self.word_checkpoints = ",".join(str(m) for m in self.word_checkpoints)
+        parse_marks(self.word_checkpoints)  # a UserError now rather than after training started
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -19,6 +19,7 @@ import torch
 from bl2.distill import checkpoint
 from bl2.distill.config import TrainConfig
 from bl2.distill.sources import Prefetcher
+from bl2.distill.words import WordClock
 from bl2.errors import require
 
 
@@ -106,6 +107,7 @@ def fit(model, job, run, device: str, autocast=None, hooks=(), rank: int = 0, wo
     cfg, source, objective = job.cfg, job.source, job.objective
     log = _Log(run, hooks)
     plan = Plan.of(cfg, source.n_windows)
+    words = WordClock.of(job, run, rank)  # words seen; word-count checkpoints (BabyLM)
     optimizer = make_optimizer(model, cfg)
     state = {"step": 0, "best_val_ce": None, "best_step": None}
     resume_from = run.resume_checkpoint()
@@ -163,6 +165,7 @@ def fit(model, job, run, device: str, autocast=None, hooks=(), rank: int = 0, wo
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
                 done = step + 1
+                words.after_step(done, model)
                 window_steps += 1
                 bar.advance(task)
                 epoch_end = done % plan.steps_per_epoch == 0
@@ -174,7 +177,7 @@ def fit(model, job, run, device: str, autocast=None, hooks=(), rank: int = 0, wo
                         eta = (plan.total_steps - done) * elapsed / window_steps
                         row = {"kind": "train", "step": done, "epoch": done / plan.steps_per_epoch, "lr": lr,
                                "ce": float(ce_acc) / window_steps, "tokens_per_s": tps,
-                               "elapsed_s": time.perf_counter() - t0}
+                               "elapsed_s": time.perf_counter() - t0} | words.seen(done)
                         if has_kl:
                             row["kl"] = float(kl_acc) / window_steps
                         kl_txt = f"  KL {row['kl']:.4f}" if has_kl else ""
@@ -200,6 +203,7 @@ def fit(model, job, run, device: str, autocast=None, hooks=(), rank: int = 0, wo
     best = checkpoint.load_best(run.path, model)
     summary = {"kind": "event", "event": "done", "step": state["step"], "best_step": state["best_step"],
                "best_val_ce": state["best_val_ce"], "train_s": time.perf_counter() - t0, "stopped": stopped}
+    summary = words.finish(summary)  # + words and tokens seen, budget; recorded in run.json
     log(summary)
     run.save_final(model)
     console.print(f"final model = best validation weights (step {best and best['step']}) -> {run.path}")
