@@ -1,5 +1,6 @@
 """BabyLM 2025/2026 conventions: words per token and words seen, word-count checkpoints (right step, right
-weights, kept and rewritten identically by a resume) and the budget ledger (`bl2 budget`)."""
+weights, kept and rewritten identically by a resume), the budget ledger (`bl2 budget`), model cards (with the
+results `bl2 eval --out` records) and fine-tuning compatibility (AutoModelForSequenceClassification)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from conftest import assert_user_error, make_debug_model, run_cli, run_with_crash
 
 from bl2 import metrics
@@ -203,3 +205,96 @@ def test_budget_of_a_cache_without_teacher_run_dirs(tmp_path, data_dir):
     assert summary["teacher_words"] == 12_000 and summary["total_words"] == 12_000 + summary["words_seen"]
     assert_user_error(run_cli("distill", *common, "--out", tmp_path / "bad", "--teacher-words", "1K,2K,3K"),
                       "--teacher-words")
+
+
+# ----------------------------------------------------------------------------------------------- model card
+def card_header(run_dir: Path) -> dict:
+    text = (run_dir / "README.md").read_text()
+    assert text.startswith("---\n")
+    return yaml.safe_load(text[4 : text.index("\n---", 4)])
+
+
+def test_model_card_and_recorded_evaluations(tmp_path, marked_run, data_dir):
+    src, _, marks = marked_run
+    run_dir = shutil.copytree(src, tmp_path / "run")
+    head = card_header(run_dir)
+    assert head["library_name"] == "transformers" and "license" in head and head["license"] is None
+    assert {"babylm", "bl2"} <= set(head["tags"])
+    text = (run_dir / "README.md").read_text()
+    for part in ("## Architecture", "## Data and words seen", "## Training budget", "## Training",
+                 "| lr | 0.003 |", mark_name(min(marks)), "Not evaluated yet"):
+        assert part in text, part
+    assert "## Teachers" not in text  # a pretrained model has none
+    # the user's license survives rewrites; eval --out records results in the card
+    (run_dir / "README.md").write_text(text.replace("license:", "license: mit #", 1))
+    r = run_cli("eval", "loss", run_dir, "--data", data_dir, "--split", "val", "--out", tmp_path / "loss.json",
+                "--device", "cpu")
+    assert r.exit_code == 0, r.stderr
+    evals_dir = tmp_path / "evaluation_data" / "blimp_filtered"
+    evals_dir.mkdir(parents=True)
+    (evals_dir / "agreement.jsonl").write_text(json.dumps({"sentence_good": "The dog eats.",
+                                                           "sentence_bad": "The dog eat."}) + "\n")
+    r = run_cli("eval", "blimp", run_dir, "--data-dir", evals_dir.parent, "--suite", "filtered", "--out",
+                tmp_path / "blimp.json", "--device", "cpu")
+    assert r.exit_code == 0, r.stderr
+    assert card_header(run_dir)["license"] == "mit"
+    text = (run_dir / "README.md").read_text()
+    loss = json.loads((tmp_path / "loss.json").read_text())["results"][str(run_dir)]
+    assert f"{loss['ce']:.4f} nats/token" in text and "| BLiMP blimp_filtered |" in text
+    assert str(tmp_path / "blimp.json") in text and "Not evaluated yet" not in text
+    evals = json.loads((run_dir / "evals.json").read_text())
+    assert set(evals) == {"loss", "blimp"} and evals["blimp"]["blimp_filtered"]["n_pairs"] == 1
+
+
+def test_student_card_names_cache_and_teachers(tmp_path, data_dir, teacher_runs):
+    from bl2.distill.card import card_text
+
+    cache = tmp_path / "c.zarr"
+    r = run_cli("cache-logits", "--data", data_dir, "--teachers", ",".join(map(str, teacher_runs)), "--out", cache,
+                "--k", "8", "--batch-size", "16", "--max-windows", "16", "--device", "cpu")
+    assert r.exit_code == 0, r.stderr
+    r = run_cli("distill", "--cache", cache, "--preset", "debug", "--out", tmp_path / "s", "--max-steps", "1",
+                "--batch-size", "8", "--device", "cpu")
+    assert r.exit_code == 0, r.stderr
+    text = card_text(tmp_path / "s")
+    assert "## Teachers" in text and str(cache.resolve()) in text and "mode `topk`, k = 8" in text
+    for t in teacher_runs:
+        words = json.loads((t / "run.json").read_text())["summary"]["words_seen"]
+        assert f"| `{t.resolve()}` |" in text and f"| {words:,} |" in text
+    assert "knowledge-distillation" in card_header(tmp_path / "s")["tags"]
+
+
+# ----------------------------------------------------------------------------------------------- fine-tuning
+def test_sequence_classification_loads_and_fine_tunes(marked_run):
+    """What the BabyLM 2025 (Super)GLUE fine-tuning needs: AutoModelForSequenceClassification on the run dir, a
+    pad token, right padding stated; a right-padded row classifies like the same text alone; a few AdamW steps
+    on a made-up task lower the loss."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    run_dir = marked_run[0]
+    assert json.loads((run_dir / "tokenizer_config.json").read_text())["padding_side"] == "right"
+    tok = AutoTokenizer.from_pretrained(str(run_dir))
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(str(run_dir), num_labels=2)
+    assert tok.pad_token == "<pad>" and tok.padding_side == "right"
+    assert model.config.pad_token_id == tok.pad_token_id == 0
+    texts = ["the dog likes the ball .", "the cat sees a bird in the park today .", "a dog eats .",
+             "my cat has the milk .", "the dog holds it .", "the cat gets some toys at home ."]
+    labels = torch.tensor([1 if "dog" in t else 0 for t in texts])
+    batch = tok(texts, padding=True, return_tensors="pt")
+    assert (batch["attention_mask"] == 0).any() and (batch["attention_mask"][:, 0] == 1).all()  # padded right
+    model.eval()
+    with torch.no_grad():
+        alone = model(**tok(texts[:1], return_tensors="pt")).logits
+        padded = model(**batch).logits[:1]
+    torch.testing.assert_close(alone, padded, rtol=1e-4, atol=1e-5)
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(5):
+        loss = model(**batch, labels=labels).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        losses.append(loss.item())
+    assert all(math.isfinite(x) for x in losses) and losses[-1] < losses[0] - 0.05, losses

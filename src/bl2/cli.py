@@ -296,14 +296,19 @@ def eval_loss(
     split: Annotated[str, typer.Option(help="test | val | train.")] = "test",
     seq_len: Annotated[int | None, typer.Option(help="Window length (default: max_position_embeddings / 2).")] = None,
     batch_size: Annotated[int, typer.Option(help="Windows per forward.")] = 32,
-    out: Annotated[Path | None, typer.Option(help="Write the results as JSON.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Write the results as JSON (and record them in each evaluated "
+                                             "bl2 run dir: evals.json + its README.md card).")] = None,
     device: DeviceOpt = "auto",
 ):
     """Mean token cross-entropy and perplexity over the non-overlapping windows of a split."""
     from bl2.eval.loss import evaluate_loss
 
-    evaluate_loss(split_list(models), data, split=split, batch_size=batch_size, device=device,
-                  seq_len=seq_len, out=out)
+    report = evaluate_loss(split_list(models), data, split=split, batch_size=batch_size, device=device,
+                           seq_len=seq_len, out=out)
+    if out is not None:
+        from bl2.distill.card import record_loss
+
+        record_loss(report, out)
 
 
 @eval_app.command("blimp")
@@ -320,9 +325,10 @@ def eval_blimp(
         "A DIR holding *.jsonl files itself (e.g. the original BLiMP) is one filtered-style suite named "
         "after the folder (--suite filtered or all).")] = None,
     out: Annotated[Path | None, typer.Option("--out", help="Write results JSON (per subtask acc, n and ties, suite "
-                                             "scores, model dirs, settings).")] = None,
+                                             "scores, model dirs, settings) and record the suite scores in each "
+                                             "evaluated bl2 run dir (evals.json + its README.md card).")] = None,
     log_samples: Annotated[Path | None, typer.Option("--log-samples", help="Write one JSON line per pair "
-                                                     "(sentences, logp_good, logp_bad, correct).")] = None,
+                                                     "(sentences, logp_good, logp_bad, correct, tie).")] = None,
     limit: Annotated[int | None, typer.Option(help="Only the first N pairs of each subtask.")] = None,
     batch_size: Annotated[int, typer.Option(help="Sentences per forward pass.")] = 64,
     device: DeviceOpt = "auto",
@@ -330,16 +336,21 @@ def eval_blimp(
     overwrite: Annotated[bool, typer.Option(help="Replace existing --out / --log-samples files.")] = False,
 ):
     """BLiMP minimal-pair accuracy, scored as the BabyLM 2024 pipeline (lm-eval) does: one BOS token as the
-    prefix, sum of log p over the tokens of " " + sentence, correct when good >= bad (ties count as correct);
-    suite score = unweighted mean over subtasks (file stems)."""
+    prefix, sum of log p over the tokens of " " + sentence, correct when good >= bad (a tie counts as correct,
+    the 2024 rule; ties are counted and reported); suite score = unweighted mean over subtasks (file stems)."""
     from bl2.eval.blimp import evaluate_blimp
     from bl2.runtime import pick_device
 
     if data_dir is None:
         raise UserError("no BLiMP data dir: pass --data-dir DIR or set BL2_EVAL_DATA")
     dirs = [Path(m) for m in split_list(models)]
-    evaluate_blimp(dirs, data_dir, suite=suite, limit=limit, batch_size=batch_size, device=pick_device(device),
-                   out=out, log_samples=log_samples, overwrite=overwrite, members=members)
+    results = evaluate_blimp(dirs, data_dir, suite=suite, limit=limit, batch_size=batch_size,
+                             device=pick_device(device), out=out, log_samples=log_samples, overwrite=overwrite,
+                             members=members)
+    if out is not None:
+        from bl2.distill.card import record_blimp
+
+        record_blimp(results, out, limit)
 
 
 # ----------------------------------------------------------------------------------------------- budget
