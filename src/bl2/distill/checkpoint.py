@@ -1,4 +1,4 @@
-"""Checkpoints: `checkpoints/step-NNNNNN/` holds the model and optimizer state dicts, the RNG states and a
+"""Checkpoints: `checkpoints/step-NNNNNN/` holds the model and optimizer state dicts, the RNG states (JSON) and a
 human-readable state.json (step, epoch, batch position, best validation). Each is written under a temporary
 name and renamed, so a crash never leaves a half-written checkpoint that resume would pick up."""
 
@@ -12,7 +12,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bl2.errors import require
+
 CKPT_DIR = "checkpoints"
+RNG = "rng.json"
 BEST = "best"
 
 
@@ -27,22 +30,35 @@ def _write_atomic_dir(final: Path, write) -> None:
 
 
 def rng_state() -> dict:
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    """This process's RNG states as plain JSON values (never a pickle: a checkpoint must not run code)."""
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    return {"torch": torch.get_rng_state().tolist(),
+            "numpy": [np_state[0], np_state[1].tolist(), *[float(x) if i == 3 else int(x)
+                                                             for i, x in enumerate(np_state[2:], 2)]],
+            "python": [py_state[0], list(py_state[1]), py_state[2]]}
 
 
 def set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
+    torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
 
 
-def save(run_dir: Path, step: int, model, optimizer, state: dict, keep: int) -> Path:
+def save(run_dir: Path, step: int, model, optimizer, state: dict, keep: int, rng: list[dict] | None = None) -> Path:
+    """`rng`: every rank's rng_state() (torchrun); stored once when they are all equal (no rank has drawn
+    randomness of its own, so any number of processes can resume), else one per rank."""
     final = Path(run_dir) / CKPT_DIR / f"step-{step:06d}"
+    rng = rng or [rng_state()]
+    per_rank = any(r != rng[0] for r in rng[1:])
 
     def write(d: Path):
         torch.save(model.state_dict(), d / "model.pt")
         torch.save(optimizer.state_dict(), d / "optimizer.pt")
-        torch.save(rng_state(), d / "rng.pt")
+        (d / RNG).write_text(json.dumps({"world_size": len(rng), "per_rank": per_rank,
+                                         "states": rng if per_rank else rng[:1]}))
         (d / "state.json").write_text(json.dumps(state, indent=2))
 
     _write_atomic_dir(final, write)
@@ -63,11 +79,19 @@ def latest(run_dir: Path) -> Path | None:
     return dirs[-1] if dirs else None
 
 
-def load(path: Path, model, optimizer) -> dict:
-    """Restore model, optimizer and RNG states in place; returns state.json's content."""
+def load(path: Path, model, optimizer, rank: int = 0, world_size: int = 1) -> dict:
+    """Restore model, optimizer and this rank's RNG state in place; returns state.json's content. Tensors are
+    loaded with weights_only=True and RNG states from JSON: nothing in a checkpoint can run code."""
     model.load_state_dict(torch.load(path / "model.pt", weights_only=True))
     optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
-    set_rng_state(torch.load(path / "rng.pt", weights_only=False))
+    rng = json.loads((path / RNG).read_text())
+    if rng["per_rank"]:
+        require(rng["world_size"] == world_size,
+                f"{path} was written by {rng['world_size']} processes whose random states differ; resume it with "
+                f"{rng['world_size']} processes (torchrun --nproc-per-node ...), not {world_size}")
+        set_rng_state(rng["states"][rank])
+    else:
+        set_rng_state(rng["states"][0])
     return json.loads((path / "state.json").read_text())
 
 

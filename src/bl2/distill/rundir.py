@@ -21,9 +21,14 @@ METRICS = metrics.FILENAME
 class RunDir:
     """Creates, validates and writes a run dir. `identity` is what must match for --resume to continue."""
 
-    def __init__(self, path: str | Path, identity: dict, tokenizer_dir: str | Path, resume: bool, overwrite: bool):
+    def __init__(self, path: str | Path, identity: dict, tokenizer_dir: str | Path, resume: bool, overwrite: bool,
+                 writer: bool = True):
+        """writer=False: a torchrun rank other than 0, which reads checkpoints but never writes or checks."""
         self.path = local_path(path, "a run dir (--out)")
         self.identity, self.tokenizer_dir, self.resume = identity, local_path(tokenizer_dir), resume
+        self.writer = writer
+        if not writer:
+            return
         require(not (resume and overwrite), "--resume and --overwrite exclude each other")
         exists = any(self.path.iterdir()) if self.path.is_dir() else self.path.exists()  # an empty dir is new
         if exists and not resume:
@@ -52,11 +57,11 @@ class RunDir:
     def write_run_json(self, extra: dict) -> None:
         """Written once, when the run starts; a resumed run keeps the original (resumes go to metrics.jsonl)."""
         target = self.path / RUN_JSON
-        if not target.exists():
+        if self.writer and not target.exists():
             target.write_text(json.dumps({"identity": self.identity, **extra}, indent=2, default=str))
 
     def log(self, row: dict) -> dict:
-        return metrics.append(self.metrics_path, row)
+        return metrics.append(self.metrics_path, row) if self.writer else row
 
     def truncate_metrics(self, step: int) -> None:
         """Drop rows logged after the checkpoint we resume from (they will be logged again)."""

@@ -19,18 +19,28 @@ def nll_sum(logits_BLV: torch.Tensor, labels_BL: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.cross_entropy(logits_BLV.float().flatten(0, 1), labels_BL.flatten(), reduction="sum")
 
 
-def windows_ce(forward, windows: np.ndarray, batch_size: int, device: str, autocast=None, progress=None) -> float:
-    """Mean token CE of `forward(input_ids) -> logits` over windows [N, L+1] (inputs [:, :-1], labels [:, 1:])."""
+def windows_nll(forward, windows: np.ndarray, batch_size: int, device: str, autocast=None,
+                progress=None) -> tuple[float, int]:
+    """(summed NLL, label count) of `forward(input_ids) -> logits` over windows [N, L+1] (inputs [:, :-1],
+    labels [:, 1:]); sums, so that shares of the windows (one per rank) add up to the whole."""
+    from bl2.runtime import device_type
+
     total, count = 0.0, 0
     with torch.inference_mode():
         for s in range(0, len(windows), batch_size):
             ids = torch.from_numpy(windows[s : s + batch_size].astype(np.int64)).to(device)
-            with torch.autocast(device, dtype=autocast) if autocast else nullcontext():
+            with torch.autocast(device_type(device), dtype=autocast) if autocast else nullcontext():
                 logits = forward(ids[:, :-1])
             total += float(nll_sum(logits, ids[:, 1:]))
             count += ids[:, 1:].numel()
             if progress is not None:
                 progress(len(ids))
+    return total, count
+
+
+def windows_ce(forward, windows: np.ndarray, batch_size: int, device: str, autocast=None, progress=None) -> float:
+    """Mean token CE of `forward(input_ids) -> logits` over windows [N, L+1] (inputs [:, :-1], labels [:, 1:])."""
+    total, count = windows_nll(forward, windows, batch_size, device, autocast, progress)
     return total / max(count, 1)
 
 
