@@ -93,6 +93,9 @@ LogEveryOpt = Annotated[int | None, typer.Option(help="Steps between log lines (
 ValEveryOpt = Annotated[int | None, typer.Option(help="Steps between validations (default: each epoch's end).")]
 CkptOpt = Annotated[int | None, typer.Option(help="Steps between checkpoints (default 200).")]
 CompileOpt = Annotated[bool | None, typer.Option("--compile", help="torch.compile the model.")]
+WordCkptOpt = Annotated[str | None, typer.Option(
+    help="Save a Hugging Face model dir RUN/word-checkpoints/chck_1M/ .. as the run passes each count of words "
+    "seen: `babylm` (1M..10M, 20M..100M, 200M..1000M: the BabyLM 2025 revisions) or a list like 1M,5M,500K.")]
 ConfigOpt = Annotated[Path | None, typer.Option(help="YAML file of config keys (command-line values win).")]
 ResumeOpt = Annotated[bool, typer.Option(help="Continue from the newest checkpoint in --out.")]
 OverwriteOpt = Annotated[bool, typer.Option(help="Replace an existing run dir.")]
@@ -100,7 +103,7 @@ OverwriteOpt = Annotated[bool, typer.Option(help="Replace an existing run dir.")
 
 # the training options that pretrain and distill share (their parameters of the same names)
 TRAIN_OPTIONS = ("seed", "epochs", "lr", "batch_size", "grad_accum", "warmup", "weight_decay", "max_steps",
-                 "val_every", "log_every", "ckpt_every", "compile")
+                 "val_every", "log_every", "ckpt_every", "compile", "word_checkpoints")
 
 
 def train_config(preset: str, config: Path | None, options: dict, **extra):
@@ -129,6 +132,7 @@ def pretrain(
     log_every: LogEveryOpt = None,
     ckpt_every: CkptOpt = None,
     compile: CompileOpt = None,
+    word_checkpoints: WordCkptOpt = None,
     config: ConfigOpt = None,
     resume: ResumeOpt = False,
     overwrite: OverwriteOpt = False,
@@ -158,6 +162,9 @@ def distill(
     ensemble: Annotated[str, typer.Option(help="Online teachers: logit-mean (the paper) | prob-mean.")] = "logit-mean",
     cache_in_memory: Annotated[str, typer.Option(help="auto (if it fits half the free RAM) | yes | no.")] = "auto",
     shuffle_buffer: Annotated[int | None, typer.Option(help="Windows shuffled together (default 8192).")] = None,
+    teacher_words: Annotated[str | None, typer.Option(
+        help="Words the teachers were trained on, for the budget ledger when their run.json cannot tell: one "
+        "count for each (e.g. 80M) or one per teacher (80M,80M).")] = None,
     seed: SeedOpt = None,
     epochs: EpochsOpt = None,
     lr: LrOpt = None,
@@ -170,6 +177,7 @@ def distill(
     log_every: LogEveryOpt = None,
     ckpt_every: CkptOpt = None,
     compile: CompileOpt = None,
+    word_checkpoints: WordCkptOpt = None,
     config: ConfigOpt = None,
     resume: ResumeOpt = False,
     overwrite: OverwriteOpt = False,
@@ -177,6 +185,7 @@ def distill(
 ):
     """Train a student on alpha * CE + (1 - alpha) * T^2 * KL(teachers || student), from a cache or live."""
     from bl2.distill.run import distill as run
+    from bl2.distill.words import parse_count
 
     cfg = train_config(preset, config, locals(), alpha=alpha, temperature=temperature,
                        kl_reduction=kl_reduction, shuffle_buffer=shuffle_buffer)
@@ -185,7 +194,7 @@ def distill(
         raise UserError(f"unknown --ensemble {ensemble!r}; choose logit-mean or prob-mean")
     run(cfg, out, cache=cache, teachers=split_list(teachers) if teachers else None,
         data_dir=data, ensemble=rule, cache_in_memory=cache_in_memory, resume=resume, overwrite=overwrite,
-        device=device)
+        device=device, teacher_words=[parse_count(w, "--teacher-words") for w in split_list(teacher_words or "")])
 
 
 # ----------------------------------------------------------------------------------------------- cache-logits
@@ -287,15 +296,20 @@ def eval_loss(
     split: Annotated[str, typer.Option(help="test | val | train.")] = "test",
     seq_len: Annotated[int | None, typer.Option(help="Window length (default: max_position_embeddings / 2).")] = None,
     batch_size: Annotated[int, typer.Option(help="Windows per forward.")] = 32,
-    out: Annotated[Path | None, typer.Option(help="Write the results as JSON.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Write the results as JSON (and record them in each evaluated "
+                                             "bl2 run dir: evals.json + its README.md card).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing --out file.")] = False,
     device: DeviceOpt = "auto",
 ):
     """Mean token cross-entropy and perplexity over the non-overlapping windows of a split."""
     from bl2.eval.loss import evaluate_loss
 
-    evaluate_loss(split_list(models), data, split=split, batch_size=batch_size, device=device,
-                  seq_len=seq_len, out=out, overwrite=overwrite)
+    report = evaluate_loss(split_list(models), data, split=split, batch_size=batch_size, device=device,
+                           seq_len=seq_len, out=out, overwrite=overwrite)
+    if out is not None:
+        from bl2.distill.card import record_loss
+
+        record_loss(report, out)
 
 
 @eval_app.command("blimp")
@@ -311,10 +325,11 @@ def eval_blimp(
         help="BabyLM evaluation_data layout: DIR/blimp_filtered/*.jsonl, DIR/supplement_filtered/*.jsonl. "
         "A DIR holding *.jsonl files itself (e.g. the original BLiMP) is one filtered-style suite named "
         "after the folder (--suite filtered or all).")] = None,
-    out: Annotated[Path | None, typer.Option("--out", help="Write results JSON (per subtask acc + n, suite "
-                                             "scores, model dirs, settings).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Write results JSON (per subtask acc, n and ties, suite "
+                                             "scores, model dirs, settings) and record the suite scores in each "
+                                             "evaluated bl2 run dir (evals.json + its README.md card).")] = None,
     log_samples: Annotated[Path | None, typer.Option("--log-samples", help="Write one JSON line per pair "
-                                                     "(sentences, logp_good, logp_bad, correct).")] = None,
+                                                     "(sentences, logp_good, logp_bad, correct, tie).")] = None,
     limit: Annotated[int | None, typer.Option(help="Only the first N pairs of each subtask.")] = None,
     batch_size: Annotated[int, typer.Option(help="Sentences per forward pass.")] = 64,
     device: DeviceOpt = "auto",
@@ -322,16 +337,40 @@ def eval_blimp(
     overwrite: Annotated[bool, typer.Option(help="Replace existing --out / --log-samples files.")] = False,
 ):
     """BLiMP minimal-pair accuracy, scored as the BabyLM 2024 pipeline (lm-eval) does: one BOS token as the
-    prefix, sum of log p over the tokens of " " + sentence, correct when good >= bad (ties count as correct);
-    suite score = unweighted mean over subtasks (file stems)."""
+    prefix, sum of log p over the tokens of " " + sentence, correct when good >= bad (a tie counts as correct,
+    the 2024 rule; ties are counted and reported); suite score = unweighted mean over subtasks (file stems)."""
     from bl2.eval.blimp import evaluate_blimp
     from bl2.runtime import pick_device
 
     if data_dir is None:
         raise UserError("no BLiMP data dir: pass --data-dir DIR or set BL2_EVAL_DATA")
     dirs = [Path(m) for m in split_list(models)]
-    evaluate_blimp(dirs, data_dir, suite=suite, limit=limit, batch_size=batch_size, device=pick_device(device),
-                   out=out, log_samples=log_samples, overwrite=overwrite, members=members)
+    results = evaluate_blimp(dirs, data_dir, suite=suite, limit=limit, batch_size=batch_size,
+                             device=pick_device(device), out=out, log_samples=log_samples, overwrite=overwrite,
+                             members=members)
+    if out is not None:
+        from bl2.distill.card import record_blimp
+
+        record_blimp(results, out, limit)
+
+
+# ----------------------------------------------------------------------------------------------- budget
+@app.command()
+@user_errors
+def budget(
+    run_dir: Annotated[str, typer.Argument(metavar="RUN", help="A bl2 run dir (pretrain or distill).")],
+    cap: Annotated[float | None, typer.Option(help="Exit 1 when the total exceeds this many epoch-equivalents "
+                                              "(BabyLM: 10).")] = None,
+    corpus_words: Annotated[str | None, typer.Option(help="Words in one epoch (default: train + val words of the "
+                                                     "run's DATA dir), e.g. 10M for BabyLM strict-small.")] = None,
+):
+    """The BabyLM budget ledger: words each teacher was trained on, the run's own words seen, and the total in
+    epoch-equivalents of the corpus (BabyLM caps training at 10 and counts the teachers' training text)."""
+    from bl2.budget import budget as run
+    from bl2.distill.words import parse_count
+
+    if not run(run_dir, cap, parse_count(corpus_words, "--corpus-words") if corpus_words else None):
+        raise typer.Exit(1)
 
 
 # ----------------------------------------------------------------------------------------------- quickstart

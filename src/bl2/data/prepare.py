@@ -136,6 +136,8 @@ def _write_data(cfg: PrepareConfig, tok, texts: dict, tmp: Path) -> tuple[dict, 
         "tokenizer_sha256": tokenizer_sha256(tmp),
         "val_fraction": cfg.val_fraction,
         "files": table,
+        # words seen in training = tokens consumed x this ratio of the split (BabyLM counts words)
+        "words_per_token": {name: words_per_token(rows, len(splits[name])) for name, rows in table.items()},
         "corpus_dir": str(Path(cfg.corpus_dir).resolve()),
         "dev_dir": str(Path(cfg.dev_dir).resolve()),
         "bl2_version": __version__,
@@ -159,6 +161,11 @@ def _replace(tmp: Path, out_dir: Path) -> None:
         raise
     if old is not None:
         shutil.rmtree(old)
+
+
+def words_per_token(rows: list[dict], n_tokens: int) -> float | None:
+    words = sum(r["words"] for r in rows)
+    return words / n_tokens if n_tokens and words else None
 
 
 def print_table(attrs: dict) -> None:

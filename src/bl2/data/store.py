@@ -69,3 +69,16 @@ class TokenStore:
 
     def n_tokens(self, name: str) -> int:
         return int(self.attrs["splits"][name]["n_tokens"])
+
+    def n_words(self, name: str) -> int:
+        """Whitespace-separated words of a split's text (the per-file counts `bl2 prepare` records)."""
+        return sum(int(row["words"]) for row in self.attrs.get("files", {}).get(name, []))
+
+    def words_per_token(self, name: str = "train") -> float | None:
+        """Words per token of a split: recorded by `bl2 prepare` (attrs `words_per_token`); older DATA dirs
+        derive it from the per-file counts. None when the split has no tokens or no counts."""
+        recorded = self.attrs.get("words_per_token", {}).get(name)
+        if recorded is not None:
+            return float(recorded)
+        tokens, words = self.n_tokens(name), self.n_words(name)
+        return words / tokens if tokens and words else None

@@ -8,12 +8,13 @@ import typing
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from bl2.distill.words import parse_marks
 from bl2.errors import UserError, require
 from bl2.model.presets import PRESETS, SEQ_LEN, TRAIN_DEFAULTS
 
 KL_REDUCTIONS = ("sequence", "token")
 # Fields that do not change what a run computes: --resume accepts new values for them.
-NOT_IDENTITY = ("log_every", "ckpt_every", "keep_checkpoints", "compile", "eval_batch_size")
+NOT_IDENTITY = ("log_every", "ckpt_every", "keep_checkpoints", "compile", "eval_batch_size", "word_checkpoints")
 
 
 @dataclass
@@ -39,6 +40,7 @@ class TrainConfig:
     ckpt_every: int = 200  # optimizer steps between checkpoints (and one at every epoch end)
     keep_checkpoints: int = 2  # newest step checkpoints kept on disk
     compile: bool = False  # torch.compile the student
+    word_checkpoints: str | None = None  # `babylm` or word counts `1M,2M,..`: HF model dirs as the run passes them
     # distillation (alpha = 1 and no target source = plain pretraining)
     alpha: float = 1.0  # weight of CE; (1 - alpha) * T^2 weighs the KL term
     temperature: float = 1.0  # distillation temperature T
@@ -52,6 +54,8 @@ class TrainConfig:
         for name in ("epochs", "lr", "batch_size", "grad_accum", "warmup", "weight_decay"):
             if getattr(self, name) is None:
                 setattr(self, name, getattr(d, name))
+        if isinstance(self.word_checkpoints, (list, tuple)):  # a YAML list
+            self.word_checkpoints = ",".join(str(m) for m in self.word_checkpoints)
         check_types(self)  # YAML gives any type: 2.5 steps or "yes" for a bool end here, with the field's name
         require(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
         require(self.lr > 0, f"lr must be > 0, got {self.lr}")
@@ -72,6 +76,7 @@ class TrainConfig:
         require(self.grad_clip >= 0, f"grad_clip must be >= 0 (0 = off), got {self.grad_clip}")
         require(self.eps > 0, f"eps must be > 0, got {self.eps}")
         require(all(0.0 <= b < 1.0 for b in self.betas), f"betas must each be in [0, 1), got {list(self.betas)}")
+        parse_marks(self.word_checkpoints)  # a UserError now rather than after training started
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from bl2.distill.config import TrainConfig
+from bl2.distill.ledger import budget_info
 from bl2.distill.objective import LiveTargets, LossSpec, Objective
-from bl2.errors import require
+from bl2.errors import UserError, require
 from bl2.storage import display, local_path
 
 
@@ -32,12 +33,15 @@ class Job:
     val_windows: np.ndarray  # [N, L+1] validation windows
     tokenizer_dir: str  # tokenizer files copied into the final model dir
     info: dict = field(default_factory=dict)  # extra run.json entries (e.g. a sweep trial's number and params)
+    words_per_token: float | None = None  # of the split the windows come from: words seen = tokens x this
 
     def __post_init__(self):
         # refused here, before a run dir exists, rather than by the loop after creating one
         n = self.source.n_windows
         require(n >= self.cfg.batch_size, f"{n} training windows are fewer than one batch of {self.cfg.batch_size}: "
                 "lower --batch-size (or give more data)")
+        require(self.words_per_token or not self.cfg.word_checkpoints, "--word-checkpoints needs the words per "
+                "token of the training split, which this DATA dir does not record (run `bl2 prepare` again)")
 
 
 # Identities hold content hashes, never paths: a DATA dir, a cache or a teacher that moved is the same input,
@@ -65,7 +69,8 @@ def pretrain_job(cfg: TrainConfig, data: str) -> Job:
                 "data": _data_identity(store)}
     source = RandomOffsetWindows(store.split("train"), cfg.seq_len, cfg.seed)
     return Job(cfg, identity, source, Objective(LossSpec()), _val_windows(store, cfg.seq_len), data,
-               {"paths": {"data": display(store.data_dir)}})
+               {"paths": {"data": display(store.data_dir)}, "budget": budget_info(store)},
+               store.words_per_token("train"))
 
 
 # The cache's content identity: its defining attrs and its teachers' weight hashes (not their paths).
@@ -78,10 +83,12 @@ def cache_identity(attrs: dict) -> dict:
         "teacher_sha256": [t.get("sha256") for t in attrs.get("teachers") or []]}
 
 
-def cache_job(cfg: TrainConfig, cache, data: str | None = None, cache_in_memory: str = "auto") -> Job:
+def cache_job(cfg: TrainConfig, cache, data: str | None = None, cache_in_memory: str = "auto",
+              teacher_words=None) -> Job:
     """`bl2 distill --cache`: targets streamed from a logit cache; the teachers are never loaded.
     `cache` is a location or an already opened `OpenedCache` (a process training many students decodes the
-    cache once and hands it to every job)."""
+    cache once and hands it to every job). teacher_words: the teachers' training words where their run.json
+    cannot tell (the budget ledger)."""
     from bl2.data.store import TokenStore
     from bl2.distill.cache_source import CacheWindows, OpenedCache, open_cache
     from bl2.progress import console
@@ -107,11 +114,25 @@ def cache_job(cfg: TrainConfig, cache, data: str | None = None, cache_in_memory:
     source = CacheWindows(opened, cfg.seed, cfg.shuffle_buffer)
     objective = Objective(LossSpec.of(cfg, reader.mode, t_index, reader.n_draws))
     paths = {"data": display(store.data_dir), "cache": display(reader.path)}
-    return Job(cfg, identity, source, objective, _val_windows(store, cfg.seq_len), data, {"paths": paths})
+    words_store, split = _cache_words_store(reader, store)
+    budget = budget_info(words_store, split, [t["path"] for t in reader.attrs.get("teachers", [])], teacher_words)
+    return Job(cfg, identity, source, objective, _val_windows(store, cfg.seq_len), data,
+               {"paths": paths, "budget": budget}, words_store.words_per_token(split))
+
+
+def _cache_words_store(reader, store):
+    """The DATA dir the cache's windows came from (its recorded one; else the one in use) and their split."""
+    from bl2.data.store import TokenStore
+
+    split = reader.attrs.get("split", "train")
+    try:
+        return TokenStore(reader.data_dir), split
+    except (UserError, KeyError):
+        return store, split
 
 
 def online_job(cfg: TrainConfig, teachers: list[str], data: str, ensemble: str = "logit_mean",
-               device: str = "auto") -> Job:
+               device: str = "auto", teacher_words=None) -> Job:
     """`bl2 distill --teachers`: the online baseline. The ensemble runs live on the very windows, in the very
     order, that a cache of the same teachers would hold (offset 0), with the loss of a full cache."""
     from bl2.cache.teachers import teacher_records
@@ -132,4 +153,6 @@ def online_job(cfg: TrainConfig, teachers: list[str], data: str, ensemble: str =
     source = FixedWindows(store.split("train"), cfg.seq_len, cfg.seed, offsets=(0,), buffer=cfg.shuffle_buffer)
     objective = Objective(LossSpec.of(cfg, "full"), LiveTargets(ens))
     paths = {"data": display(store.data_dir), "teachers": [t["path"] for t in records]}
-    return Job(cfg, identity, source, objective, _val_windows(store, cfg.seq_len), data, {"paths": paths})
+    budget = budget_info(store, "train", teachers, teacher_words)
+    return Job(cfg, identity, source, objective, _val_windows(store, cfg.seq_len), data,
+               {"paths": paths, "budget": budget}, store.words_per_token("train"))

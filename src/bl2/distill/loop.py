@@ -21,6 +21,7 @@ from bl2.distill import checkpoint
 from bl2.distill.config import TrainConfig
 from bl2.distill.rundir import locked_output
 from bl2.distill.sources import Prefetcher
+from bl2.distill.words import WordClock
 from bl2.errors import require
 
 
@@ -171,6 +172,7 @@ def fit(model, job, run, device: str, autocast=None, hooks=(), d=None) -> dict:
     cfg, objective = job.cfg, job.objective
     log = _Log(run, hooks, d)
     plan = Plan.of(cfg, job.source.n_windows)
+    words = WordClock.of(job, run, d.rank)  # words seen; word-count checkpoints (BabyLM)
     optimizer = make_optimizer(model, cfg)
     state = {"step": 0, "best_val_ce": None, "best_step": None}
     resume_from = d.on_main(run.resume_checkpoint)
@@ -231,6 +233,7 @@ def fit(model, job, run, device: str, autocast=None, hooks=(), d=None) -> dict:
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
                 done, acc.steps = step + 1, acc.steps + 1
+                words.after_step(done, model)
                 if sleep:
                     time.sleep(sleep)
                 bar.advance(task)
@@ -243,6 +246,7 @@ def fit(model, job, run, device: str, autocast=None, hooks=(), d=None) -> dict:
                     row = {"kind": "train", "step": done, "epoch": done / plan.steps_per_epoch, "lr": lr, "ce": ce,
                            "tokens_per_s": tps, "elapsed_s": time.perf_counter() - t0} | ({} if kl is None else
                                                                                             {"kl": kl})
+                    row |= words.seen(done)
                     console.print(f"step {done}/{plan.total_steps}  CE {ce:.4f}" + ("" if kl is None else
                                   f"  KL {kl:.4f}") + f"  lr {lr:.2e}  {tps:,.0f} tok/s  ETA {eta / 60:.1f} min")
                     window_t0 = time.perf_counter()
@@ -263,15 +267,16 @@ def fit(model, job, run, device: str, autocast=None, hooks=(), d=None) -> dict:
                     break
     finally:
         prefetch.close()
-    return _finish(model, run, state, stopped, time.perf_counter() - t0, log, d)
+    return _finish(model, run, state, stopped, time.perf_counter() - t0, log, d, words)
 
 
-def _finish(model, run, state: dict, stopped, train_s: float, log, d) -> dict:
+def _finish(model, run, state: dict, stopped, train_s: float, log, d, words) -> dict:
     """Rank 0: the best validation weights become the final model dir."""
     from bl2.progress import console
 
     summary = {"kind": "event", "event": "done", "step": state["step"], "best_step": state["best_step"],
                "best_val_ce": state["best_val_ce"], "train_s": train_s, "stopped": stopped}
+    summary = words.finish(summary)  # + words and tokens seen, budget; recorded in run.json (rank 0)
     if d.is_main:
         best = checkpoint.load_best(run.path, model)
         log(summary)

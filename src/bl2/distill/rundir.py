@@ -109,9 +109,11 @@ class RunDir:
         metrics.truncate_after(self.metrics_path, step)
 
     def save_final(self, model) -> None:
+        from bl2.distill.card import write_card
         from bl2.model.io import save_model_dir
 
         save_model_dir(model, self.path, self.tokenizer_dir)
+        write_card(self.path)  # README.md: the Hugging Face model card
 
 
 def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:

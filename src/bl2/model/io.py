@@ -43,6 +43,19 @@ def save_model_dir(model, out_dir: Path, tokenizer_dir: Path) -> None:
     hf_logging.disable_progress_bar()  # one bar per save is noise in training logs
     model.save_pretrained(str(out_dir), safe_serialization=True)
     copy_tokenizer(tokenizer_dir, out_dir)
+    state_padding_side(out_dir)
+
+
+def state_padding_side(model_dir: Path, side: str = "right") -> None:
+    """Write the padding side into tokenizer_config.json (DATA dirs older than bl2's explicit one lack it):
+    fine-tuning tools (AutoModelForSequenceClassification, the BabyLM pipeline) pad batches, and with Llama's
+    positions counted from 0 regardless of the mask, right padding keeps every real token where it was trained."""
+    path = Path(model_dir) / "tokenizer_config.json"
+    if not path.is_file():
+        return
+    config = json.loads(path.read_text())
+    if "padding_side" not in config:
+        path.write_text(json.dumps(config | {"padding_side": side}, indent=2, ensure_ascii=False) + "\n")
 
 
 def check_model_dir(path: Path) -> Path:
