@@ -107,3 +107,19 @@ def run_with_crash(monkeypatch, train, crash_step: int) -> None:
             train()
     finally:
         monkeypatch.setattr(checkpoint, "save", real)
+
+
+def worker_pids(out: Path) -> dict[int, int]:
+    """rank -> pid of the bl2 workers writing `out` (from /proc: their command line and RANK)."""
+    found = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmd = (proc / "cmdline").read_bytes().split(b"\0")
+            env = dict(kv.split(b"=", 1) for kv in (proc / "environ").read_bytes().split(b"\0") if b"=" in kv)
+        except OSError:
+            continue
+        if str(out).encode() in cmd and b"bl2" in cmd and b"RANK" in env and b"torch.distributed.run" not in cmd:
+            found[int(env[b"RANK"])] = int(proc.name)
+    return found

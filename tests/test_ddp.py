@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import run_cli
+from conftest import run_cli, worker_pids
 
 from bl2 import metrics
 
@@ -103,22 +103,6 @@ def test_two_processes_distill_from_cache_like_one(tmp_path, data_dir, one_proce
     # the KL is a small difference of larger sums (t log t - t log q): its float32 rounding is absolute
     assert kl == pytest.approx([r["kl"] for r in metrics.read(tmp_path / "one" / "metrics.jsonl", "train")],
                                rel=1e-5, abs=1e-5)
-
-
-def worker_pids(out: Path) -> dict[int, int]:
-    """rank -> pid of the bl2 workers writing `out` (from /proc: their command line and RANK)."""
-    found = {}
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            cmd = (proc / "cmdline").read_bytes().split(b"\0")
-            env = dict(kv.split(b"=", 1) for kv in (proc / "environ").read_bytes().split(b"\0") if b"=" in kv)
-        except OSError:
-            continue
-        if str(out).encode() in cmd and b"bl2" in cmd and b"RANK" in env and b"torch.distributed.run" not in cmd:
-            found[int(env[b"RANK"])] = int(proc.name)
-    return found
 
 
 def test_killed_rank_then_resume_equals_uninterrupted(tmp_path, data_dir, two_processes):

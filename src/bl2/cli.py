@@ -51,6 +51,29 @@ def user_errors(fn):
     return wrapper
 
 
+StorageOpt = Annotated[str | None, typer.Option(
+    "--storage-options", envvar="BL2_STORAGE_OPTIONS",
+    help="JSON of fsspec options for s3:// (gs://, ...) locations, e.g. '{\"anon\": false}'; credentials and "
+    "endpoint otherwise come from the usual environment (AWS_ACCESS_KEY_ID, AWS_ENDPOINT_URL, ...).")]
+
+
+def use_storage_options(value: str | None) -> None:
+    """Apply --storage-options for every remote location of this process."""
+    import json
+
+    from bl2 import storage
+
+    if value is None:
+        return
+    try:
+        options = json.loads(value)
+    except ValueError:
+        raise UserError(f"--storage-options must be a JSON object, got {value!r}") from None
+    if not isinstance(options, dict):
+        raise UserError(f"--storage-options must be a JSON object, got {value!r}")
+    storage.configure(options)
+
+
 def split_list(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
@@ -65,8 +88,10 @@ def prepare(
     vocab_size: Annotated[int, typer.Option(help="BPE vocabulary size (260..65536).")] = 16000,
     val_fraction: Annotated[float, typer.Option(help="Last fraction of every train file's lines -> val.")] = 0.05,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing DATA_DIR.")] = False,
+    storage_options: StorageOpt = None,
 ):
     """Clean, split and tokenize a corpus into DATA_DIR. Empty files are skipped with a warning."""
+    use_storage_options(storage_options)
     from bl2.data.prepare import PrepareConfig
     from bl2.data.prepare import prepare as run
 
@@ -137,8 +162,10 @@ def pretrain(
     resume: ResumeOpt = False,
     overwrite: OverwriteOpt = False,
     device: DeviceOpt = "auto",
+    storage_options: StorageOpt = None,
 ):
     """Pretrain a Llama preset from scratch with cross-entropy (a teacher, or a no-distillation baseline)."""
+    use_storage_options(storage_options)
     from bl2.distill.run import pretrain as run
 
     cfg = train_config(preset, config, locals())
@@ -182,8 +209,10 @@ def distill(
     resume: ResumeOpt = False,
     overwrite: OverwriteOpt = False,
     device: DeviceOpt = "auto",
+    storage_options: StorageOpt = None,
 ):
     """Train a student on alpha * CE + (1 - alpha) * T^2 * KL(teachers || student), from a cache or live."""
+    use_storage_options(storage_options)
     from bl2.distill.run import distill as run
     from bl2.distill.words import parse_count
 
@@ -223,6 +252,8 @@ def cache_logits(
         "logit-mean"),
     n_draws: Annotated[int, typer.Option(help="sample: draws with replacement per position (1..255).")] = 50,
     sample_temperature: Annotated[float, typer.Option(help="sample: draw from p_T at this T.")] = 1.0,
+    logp_dtype: Annotated[str, typer.Option(help="full: float16 (half the bytes) | float32 (offline KD equals "
+                                            "online KD to float32 rounding).")] = "float16",
     offsets: Annotated[int, typer.Option(help="Window alignments N: epoch e of the student uses e mod N.")] = 1,
     seq_len: Annotated[int | None, typer.Option(help="Window length (default: the teachers' seq_len).")] = None,
     batch_size: Annotated[int, typer.Option(help="Windows per teacher forward.")] = 32,
@@ -230,9 +261,11 @@ def cache_logits(
     seed: Annotated[int, typer.Option(help="sample: seed mixed with each window's index.")] = 0,
     device: Annotated[str, typer.Option(help="auto (cuda, then mps, then cpu) | cpu | cuda | mps.")] = "auto",
     overwrite: Annotated[bool, typer.Option(help="Replace an existing cache made with other settings.")] = False,
+    storage_options: StorageOpt = None,
 ):
     """Run the teacher ensemble once over a split's windows and store its soft targets in a Zarr cache.
     Rerun the same command after an interruption to resume; a finished cache is left as it is."""
+    use_storage_options(storage_options)
     from bl2.cache.writer import CacheLogitsConfig
     from bl2.cache.writer import cache_logits as run
 
@@ -241,14 +274,18 @@ def cache_logits(
     run(CacheLogitsConfig(
         data=data, teachers=split_list(teachers), out=out, split=split, mode=mode, k=k,
         temperatures=parse_floats(temperatures, "--temperatures"), ensemble=ENSEMBLE_RULES[ensemble],
-        n_draws=n_draws, sample_temperature=sample_temperature, offsets=offsets, seq_len=seq_len,
+        n_draws=n_draws, sample_temperature=sample_temperature, logp_dtype=logp_dtype, offsets=offsets, seq_len=seq_len,
         batch_size=batch_size, device=device, overwrite=overwrite, max_windows=max_windows, seed=seed))
 
 
 @cache_app.command("info")
 @user_errors
-def cache_info(cache: Annotated[str, typer.Argument(help="Cache path.")]):
+def cache_info(
+    cache: Annotated[str, typer.Argument(help="Cache path.")],
+    storage_options: StorageOpt = None,
+):
     """Attrs, arrays (shape, dtype, chunks), size on disk, bytes per token and diagnostics of a cache."""
+    use_storage_options(storage_options)
     from bl2.cache.info import cache_info as run
 
     run(cache)
@@ -262,8 +299,10 @@ def cache_verify(
     teachers: Annotated[str | None, typer.Option(help="Teacher dirs: recompute random windows and compare.")] = None,
     windows: Annotated[int, typer.Option(help="Windows to recompute with --teachers.")] = 4,
     device: Annotated[str, typer.Option(help="Device for the recomputation.")] = "auto",
+    storage_options: StorageOpt = None,
 ):
     """Read everything (checksums), check attrs, counts, tokens and ordering; exit 1 if any check fails."""
+    use_storage_options(storage_options)
     from bl2.cache.verify import verify
 
     ok = verify(cache, data=data, teachers=split_list(teachers) if teachers else None,
@@ -279,8 +318,10 @@ def cache_compare(
     full: Annotated[str, typer.Argument(help="A full-mode cache of the same windows (same teachers and data).")],
     windows: Annotated[int | None, typer.Option(help="Compare only the first N windows per alignment.")] = None,
     out: Annotated[Path | None, typer.Option(help="Write the table as JSON.")] = None,
+    storage_options: StorageOpt = None,
 ):
     """How far a sparse cache's targets are from the full distribution: KL, head mass, gradient error."""
+    use_storage_options(storage_options)
     from bl2.cache.compare import compare
 
     compare(sparse, full, max_windows=windows, out=out)
@@ -300,8 +341,10 @@ def eval_loss(
                                              "bl2 run dir: evals.json + its README.md card).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing --out file.")] = False,
     device: DeviceOpt = "auto",
+    storage_options: StorageOpt = None,
 ):
     """Mean token cross-entropy and perplexity over the non-overlapping windows of a split."""
+    use_storage_options(storage_options)
     from bl2.eval.loss import evaluate_loss
 
     report = evaluate_loss(split_list(models), data, split=split, batch_size=batch_size, device=device,

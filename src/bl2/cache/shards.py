@@ -8,9 +8,9 @@ Shard files are found the way zarr 3 names them: the array's chunk-key encoding 
 coordinates (`<array>/c/<i>/0[/0]` for bl2's arrays, one shard per SHARD_WINDOWS rows), asked of the
 array's own store, so the same check works for local and (later) fsspec stores.
 
-`record` (optional): what the writer recorded per finished shard, `{array name: {shard index: size in
-bytes}}` (the finished-shard record of cache format v2); when given, every committed shard must have an
-entry and the file's size must equal it.
+`record`: what the writer recorded per finished shard, `{array name: {shard index: size in bytes}}` (the
+commit record of cache format v2, `CacheReader.shard_record()`; None for v1 caches); when given, every
+committed shard must have an entry and the file's size must equal it.
 """
 
 from __future__ import annotations
@@ -104,6 +104,8 @@ def check_shards(path: str, arrays: Mapping[str, object], start: int, stop: int,
 
 
 def check_committed_shards(reader, record: Mapping[str, Mapping[int, int]] | None = None) -> None:
-    """Every shard file holding committed rows (< windows_done) exists, is not truncated, and matches the
-    record when one is given; UserError naming the array and rows otherwise."""
-    check_shards(reader.path, reader.zarr_arrays, 0, min(reader.windows_done, reader.n_windows), record)
+    """Every shard file holding committed rows exists, is not truncated, and matches the record (given, or the
+    cache's own in format v2); UserError naming the array and rows otherwise."""
+    record = record if record is not None else reader.shard_record()
+    for start, stop in reader.committed_ranges():
+        check_shards(reader.path, reader.zarr_arrays, start, stop, record)

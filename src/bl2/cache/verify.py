@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bl2 import storage
 from bl2.cache import schema
 from bl2.cache.checks import ABS_TOL, Checks, logsumexp
 from bl2.cache.diagnostics import head_mass
@@ -31,7 +32,7 @@ def check_attrs(r: CacheReader, c: Checks) -> None:
     if r.mode == "sample":
         c.check("attrs", 1 <= int(r.n_draws) <= schema.MAX_DRAWS, f"n_draws {r.n_draws} outside 1..255")
     c.check("complete", r.complete and r.windows_done == r.n_windows,
-            f"complete={r.complete}, windows_done {r.windows_done} of n_windows {r.n_windows}")
+            f"complete={r.complete}, {r.windows_done} of {r.n_windows} windows committed")
 
 
 def read_block(r: CacheReader, start: int, stop: int, c: Checks) -> dict[str, np.ndarray]:
@@ -109,7 +110,7 @@ def check_tokens(r: CacheReader, block: dict, tokens: np.ndarray | None, start: 
 def load_tokens(r: CacheReader, data: Path | None, c: Checks) -> np.ndarray | None:
     from bl2.data.store import TokenStore
 
-    if data is None and not Path(r.data_dir).is_dir():
+    if data is None and not storage.is_dir(r.data_dir):
         c.skip("input_ids", f"recorded data_dir {r.data_dir} not found: pass --data to check the tokens")
         return None
     store = TokenStore(data if data is not None else r.data_dir)
@@ -130,9 +131,9 @@ def verify(path: str, data: Path | None = None, teachers: list[Path] | None = No
     c = Checks()
     check_attrs(r, c)
     tokens = load_tokens(r, data, c)
-    done = min(r.windows_done, r.n_windows)
-    for start in range(0, done, schema.SHARD_WINDOWS):
-        stop = min(done, start + schema.SHARD_WINDOWS)
+    done = 0
+    for start, stop in r.committed_ranges():
+        done += stop - start
         block = read_block(r, start, stop, c)
         where = f"rows {start}:{stop}"
         check_tokens(r, block, tokens, start, c)

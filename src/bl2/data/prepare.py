@@ -14,6 +14,7 @@ from bl2.data.corpus import DEV_SUFFIXES, TRAIN_SUFFIXES, SourceFile, find_files
 from bl2.data.store import STORE_NAME
 from bl2.errors import UserError, require
 
+STORE_MARKER = "tokens.zarr/zarr.json"  # the token store's group metadata: its attrs mark a bl2 DATA dir
 MIN_VOCAB, MAX_VOCAB = 260, 65536  # 256 bytes + 3 specials + 1 merge; tokens are stored as uint16
 
 
@@ -45,10 +46,25 @@ def is_data_dir(path: Path) -> bool:
     return isinstance(meta, dict) and "bl2_token_store" in (meta.get("attributes") or {})
 
 
-def check_output(out_dir: Path, overwrite: bool) -> None:
+def check_remote_output(out: str, overwrite: bool) -> None:
+    """A URL --out: refuse an existing DATA dir without --overwrite, and objects that are not a DATA dir."""
+    from bl2 import storage
+
+    if storage.exists(storage.join(out, STORE_MARKER)):
+        require(overwrite, f"{out} already exists; pass --overwrite to replace it")
+        return
+    fs, path = storage.filesystem(out)
+    require(not fs.exists(path) or not fs.ls(path), f"{out} holds objects that are not a bl2 DATA dir; refusing")
+
+
+def check_output(out_dir: str | Path, overwrite: bool) -> None:
     """Refuse an existing output without --overwrite, anything but a DATA_DIR bl2 made (or an empty folder)
     with it, and an unwritable parent; nothing is touched here."""
-    out_dir = Path(out_dir)
+    from bl2 import storage
+
+    if storage.is_remote(out_dir):
+        return check_remote_output(str(out_dir), overwrite)
+    out_dir = storage.local_path(out_dir)
     if out_dir.exists() or out_dir.is_symlink():
         require(overwrite, f"{out_dir} already exists; pass --overwrite to replace it")
         require(out_dir.is_dir() and not out_dir.is_symlink(),
@@ -89,6 +105,7 @@ def _encode_split(encoder, files, progress, task) -> tuple[np.ndarray, list[dict
 def prepare(cfg: PrepareConfig) -> dict:
     """Run the whole preparation; returns the store's attrs. Writes into a temporary folder and renames at
     the end, so a failure or Ctrl-C never leaves a half-written or half-replaced DATA_DIR."""
+    from bl2 import storage
     from bl2.data.tokenizer import train_tokenizer
     from bl2.locks import hold
     from bl2.progress import console
@@ -99,7 +116,17 @@ def prepare(cfg: PrepareConfig) -> dict:
     devs = load_sources(find_files(cfg.dev_dir, DEV_SUFFIXES, "dev"))
     require(bool(devs), f"every dev file in {cfg.dev_dir} is empty")
     texts = _split_texts(sources, cfg.val_fraction, devs)
-    out_dir = Path(cfg.out_dir)
+    if storage.is_remote(cfg.out_dir):  # object stores have no locks (README): built locally, then uploaded
+        tok = train_tokenizer((line for src in sources for line in src.lines), cfg.vocab_size)
+        tmp = Path(tempfile.mkdtemp(prefix=".bl2-data."))
+        try:
+            attrs, splits = _write_data(cfg, tok, texts, tmp)
+            _upload(tmp, str(cfg.out_dir))
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)  # our own temp folder
+        print_table(attrs | {"splits": {n: {"n_tokens": int(len(a))} for n, a in splits.items()}})
+        return attrs
+    out_dir = storage.local_path(cfg.out_dir)
     with hold(out_dir, "DATA dir"):  # the lock names the final path: the data is written elsewhere first
         check_output(out_dir, cfg.overwrite)  # again, now that no other bl2 process can change it
         console.print(f"training BPE tokenizer (vocab {cfg.vocab_size}) on {len(sources)} files ...")
@@ -161,6 +188,16 @@ def _replace(tmp: Path, out_dir: Path) -> None:
         raise
     if old is not None:
         shutil.rmtree(old)
+
+
+def _upload(local: Path, out: str) -> None:
+    """Replace the objects at `out` with the local DATA dir; the store's group metadata (which carries the
+    bl2 marker attrs) goes last, so a reader never finds a half-uploaded DATA dir that looks complete."""
+    from bl2 import storage
+
+    if storage.exists(storage.join(out, STORE_MARKER)):  # only reached with --overwrite
+        storage.remove_tree(out)
+    storage.upload_tree(local, out, last=STORE_MARKER)
 
 
 def words_per_token(rows: list[dict], n_tokens: int) -> float | None:

@@ -15,11 +15,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from bl2 import storage
 from bl2.distill.config import TrainConfig
 from bl2.distill.ledger import budget_info
 from bl2.distill.objective import LiveTargets, LossSpec, Objective
 from bl2.errors import UserError, require
-from bl2.storage import display, local_path
+from bl2.storage import display
 
 
 @dataclass
@@ -68,7 +69,7 @@ def pretrain_job(cfg: TrainConfig, data: str) -> Job:
     identity = {"command": "pretrain", "config": cfg.identity(), "vocab_size": store.vocab_size,
                 "data": _data_identity(store)}
     source = RandomOffsetWindows(store.split("train"), cfg.seq_len, cfg.seed)
-    return Job(cfg, identity, source, Objective(LossSpec()), _val_windows(store, cfg.seq_len), data,
+    return Job(cfg, identity, source, Objective(LossSpec()), _val_windows(store, cfg.seq_len), store.tokenizer_dir,
                {"paths": {"data": display(store.data_dir)}, "budget": budget_info(store)},
                store.words_per_token("train"))
 
@@ -96,7 +97,7 @@ def cache_job(cfg: TrainConfig, cache, data: str | None = None, cache_in_memory:
     opened = cache if isinstance(cache, OpenedCache) else open_cache(str(cache), cache_in_memory)
     reader = opened.reader
     if data is None:
-        require(local_path(reader.data_dir).is_dir(),
+        require(storage.is_dir(reader.data_dir),
                 f"the DATA dir recorded in cache {reader.path} ({reader.data_dir}) is not there: pass --data DATA_DIR")
     data = str(data or reader.data_dir)
     store = TokenStore(data)
@@ -116,7 +117,7 @@ def cache_job(cfg: TrainConfig, cache, data: str | None = None, cache_in_memory:
     paths = {"data": display(store.data_dir), "cache": display(reader.path)}
     words_store, split = _cache_words_store(reader, store)
     budget = budget_info(words_store, split, [t["path"] for t in reader.attrs.get("teachers", [])], teacher_words)
-    return Job(cfg, identity, source, objective, _val_windows(store, cfg.seq_len), data,
+    return Job(cfg, identity, source, objective, _val_windows(store, cfg.seq_len), store.tokenizer_dir,
                {"paths": paths, "budget": budget}, words_store.words_per_token(split))
 
 
@@ -154,5 +155,5 @@ def online_job(cfg: TrainConfig, teachers: list[str], data: str, ensemble: str =
     objective = Objective(LossSpec.of(cfg, "full"), LiveTargets(ens))
     paths = {"data": display(store.data_dir), "teachers": [t["path"] for t in records]}
     budget = budget_info(store, "train", teachers, teacher_words)
-    return Job(cfg, identity, source, objective, _val_windows(store, cfg.seq_len), data,
+    return Job(cfg, identity, source, objective, _val_windows(store, cfg.seq_len), store.tokenizer_dir,
                {"paths": paths, "budget": budget}, store.words_per_token("train"))
