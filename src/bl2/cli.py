@@ -244,16 +244,24 @@ def cache_logits(
     teachers: Annotated[str, typer.Option(help="Comma-separated teacher model dirs (same vocab and tokenizer).")],
     out: Annotated[str, typer.Option(help="Cache to write (a Zarr v3 group, e.g. cache.zarr).")],
     split: Annotated[str, typer.Option(help="Token split the windows come from: train | val | test.")] = "train",
-    mode: Annotated[str, typer.Option(help="topk (ids + log-probs + logZ) | full (all log-probs) | sample.")] = "topk",
-    k: Annotated[int, typer.Option(help="topk: ids kept per position.")] = 64,
+    mode: Annotated[str, typer.Option(help="topk (ids + log-probs + logZ) | full (all log-probs) | sample | "
+                                      "hybrid (exact top-k head + draws from the tail).")] = "topk",
+    k: Annotated[int, typer.Option(help="topk, hybrid: ids kept per position.")] = 64,
     temperatures: Annotated[str | None, typer.Option(
         help="topk: temperatures whose exact logZ is stored, e.g. 1,2 (default 1).")] = None,
     ensemble: Annotated[str, typer.Option(help="logit-mean (average raw logits: the paper) | prob-mean.")] = (
         "logit-mean"),
-    n_draws: Annotated[int, typer.Option(help="sample: draws with replacement per position (1..255).")] = 50,
-    sample_temperature: Annotated[float, typer.Option(help="sample: draw from p_T at this T.")] = 1.0,
+    n_draws: Annotated[int, typer.Option(help="sample: draws with replacement per position; hybrid: draws from "
+                                         "the tail (1..255).")] = 50,
+    sample_temperature: Annotated[float, typer.Option(help="sample, hybrid: draw from p_T at this T.")] = 1.0,
     logp_dtype: Annotated[str, typer.Option(help="full: float16 (half the bytes) | float32 (offline KD equals "
                                             "online KD to float32 rounding).")] = "float16",
+    head_logp: Annotated[str, typer.Option(help="topk, hybrid: float16 | uint8 (lossy: steps of --logp-step "
+                                           "nats; `bl2 cache compare` reports the KL it adds).")] = "float16",
+    logp_step: Annotated[float | None, typer.Option(help="--head-logp uint8: step in nats, a power of two "
+                                                    "1/4..1/64 (default 1/16).")] = None,
+    sparse_ids: Annotated[str, typer.Option(help="sample, hybrid: plain | delta (ids stored as differences "
+                                            "along the slots; lossless, smaller).")] = "plain",
     offsets: Annotated[int, typer.Option(help="Window alignments N: epoch e of the student uses e mod N.")] = 1,
     seq_len: Annotated[int | None, typer.Option(help="Window length (default: the teachers' seq_len).")] = None,
     batch_size: Annotated[int, typer.Option(help="Windows per teacher forward.")] = 32,
@@ -274,7 +282,8 @@ def cache_logits(
     run(CacheLogitsConfig(
         data=data, teachers=split_list(teachers), out=out, split=split, mode=mode, k=k,
         temperatures=parse_floats(temperatures, "--temperatures"), ensemble=ENSEMBLE_RULES[ensemble],
-        n_draws=n_draws, sample_temperature=sample_temperature, logp_dtype=logp_dtype, offsets=offsets, seq_len=seq_len,
+        n_draws=n_draws, sample_temperature=sample_temperature, logp_dtype=logp_dtype, head_logp=head_logp,
+        logp_step=logp_step, sparse_ids=sparse_ids, offsets=offsets, seq_len=seq_len,
         batch_size=batch_size, device=device, overwrite=overwrite, max_windows=max_windows, seed=seed))
 
 
@@ -314,13 +323,14 @@ def cache_verify(
 @cache_app.command("compare")
 @user_errors
 def cache_compare(
-    sparse: Annotated[str, typer.Argument(help="A topk or sample cache.")],
+    sparse: Annotated[str, typer.Argument(help="A topk, sample or hybrid cache.")],
     full: Annotated[str, typer.Argument(help="A full-mode cache of the same windows (same teachers and data).")],
     windows: Annotated[int | None, typer.Option(help="Compare only the first N windows per alignment.")] = None,
     out: Annotated[Path | None, typer.Option(help="Write the table as JSON.")] = None,
     storage_options: StorageOpt = None,
 ):
-    """How far a sparse cache's targets are from the full distribution: KL, head mass, gradient error."""
+    """How far a sparse cache's targets are from the full distribution: KL, head mass, gradient error, and the
+    KL a lossy compact encoding adds."""
     use_storage_options(storage_options)
     from bl2.cache.compare import compare
 

@@ -1,5 +1,5 @@
-"""`bl2 cache compare SPARSE FULL`: how far a topk or sample cache's targets are from the full distribution,
-measured against a full-mode cache of the same windows (same data, teachers and ensemble rule).
+"""`bl2 cache compare SPARSE FULL`: how far a topk, sample or hybrid cache's targets are from the full
+distribution, measured against a full-mode cache of the same windows (same data, teachers and ensemble rule).
 
 Per position, with p = softmax(logp_full / T) (T: each temperature of a topk grid; the sampling T of a sample
 cache), and reported as means over positions:
@@ -14,7 +14,14 @@ cache), and reported as means over positions:
   student that learned nothing about the tail would sit here. 0 when k = V.
 - grad_err: E ||p - r||_2, the L2 error of the KD gradient target w.r.t. the student logits (the gradient of
   KL(target || q) is q - target): sample: r = count/N (unbiased; this is its noise, E||.||^2 = (1 - sum p^2)/N);
-  topk: r = head + flat tail as above (the k+1 loss's tail gradient for a student whose tail is flat).
+  topk: r = head + flat tail as above (the k+1 loss's tail gradient for a student whose tail is flat);
+  hybrid: r = the exact head + t_R * count/N on the tail draws (unbiased; noise only on the tail mass).
+- hybrid reports the topk metrics of its head (mass, kl_bucket, kl_flat_tail: what the head alone would lose),
+  plus mass_stored (the head and the drawn tail ids), kl_rev (the reverse KL over the stored ids + one "not
+  stored" bucket, as for sample caches) and grad_err of its own target.
+- A lossy compact encoding (bl2.cache.encodings: uint8 head log-probs) shows in kl_bucket: the head is compared
+  with p itself, so kl_bucket is exactly the KL the encoding adds to the (k+1)-outcome target (~1e-8 nats for
+  float16 heads: fp16 rounding). The result names the encoding and reports it as encoding_kl.
 """
 
 from __future__ import annotations
@@ -75,11 +82,41 @@ def sample_metrics(p: np.ndarray, ids: np.ndarray, counts: np.ndarray, n_draws: 
     return {"mass": ps.sum(-1), "kl_bucket": _xlogy(that, ps).sum(-1), "grad_err": np.sqrt(np.clip(sq, 0.0, None))}
 
 
+def hybrid_metrics(p: np.ndarray, ids: np.ndarray, logp: np.ndarray, logz: np.ndarray | float, t: float,
+                   tail_ids: np.ndarray, tail_counts: np.ndarray, n_draws: int) -> dict:
+    """Per-position metrics of a hybrid target (exact head + t_R * count/N on the tail draws) against p."""
+    out = topk_metrics(p, ids, logp, logz, t)
+    ph = np.take_along_axis(p, ids, -1)
+    th = np.exp(logp.astype(np.float64) / t - logz)
+    t_r = np.clip(1.0 - th.sum(-1), 0.0, None)
+    drawn = tail_counts > 0
+    pt = np.where(drawn, np.take_along_axis(p, tail_ids.astype(np.int64), -1), 0.0)
+    rt = t_r[..., None] * tail_counts / n_draws
+    tail_sq = (p**2).sum(-1) - (ph**2).sum(-1)  # sum of p^2 over the tail
+    sq = ((ph - th) ** 2).sum(-1) + tail_sq - (pt**2).sum(-1) + ((pt - rt) ** 2).sum(-1)
+    out.update(mass_stored=out["mass"] + pt.sum(-1), kl_rev=_xlogy(th, ph).sum(-1) + _xlogy(rt, pt).sum(-1),
+               grad_err=np.sqrt(np.clip(sq, 0.0, None)))
+    return out
+
+
+def _metrics(rs: CacheReader, bs: dict, p: np.ndarray, t: float) -> dict:
+    if rs.mode == "sample":
+        m = sample_metrics(p, bs["sample_ids"], bs["sample_counts"], int(rs.n_draws))
+        return m | {"kl_rev": m["kl_bucket"]}
+    ti = rs.temperature_index(t)
+    lz = 0.0 if ti is None else bs["logz"][..., ti : ti + 1].astype(np.float64)
+    ids = bs["topk_ids"].astype(np.int64)
+    if rs.mode == "topk":
+        return topk_metrics(p, ids, bs["topk_logp"], lz, t)
+    return hybrid_metrics(p, ids, bs["topk_logp"], lz, t, bs["tail_ids"], bs["tail_counts"], int(rs.n_draws))
+
+
 def _check_pair(rs: CacheReader, rf: CacheReader) -> None:
     rs.require_complete()
     rf.require_complete()
     require(rf.mode == "full", f"{rf.path} is a {rf.mode} cache; the second cache must be mode full")
-    require(rs.mode in ("topk", "sample"), f"{rs.path} is a {rs.mode} cache; the first must be topk or sample")
+    require(rs.mode in ("topk", "sample", "hybrid"),
+            f"{rs.path} is a {rs.mode} cache; the first must be topk, sample or hybrid")
     diff = [key for key in SAME_KEYS if rs.attrs.get(key) != rf.attrs.get(key)]
     same_teachers = [t["sha256"] for t in rs.attrs["teachers"]] == [t["sha256"] for t in rf.attrs["teachers"]]
     require(not diff and same_teachers, f"the caches do not describe the same windows and teachers "
@@ -105,14 +142,7 @@ def compare_caches(sparse: str, full: str, max_windows: int | None = None) -> di
     for bs, bf in _blocks(rs, rf, windows):
         require(np.array_equal(bs["input_ids"], bf["input_ids"]), "the caches' input_ids differ: not the same windows")
         for t in temps:
-            p = _probs(bf["logp"], t)
-            if rs.mode == "topk":
-                ti = rs.temperature_index(t)
-                lz = 0.0 if ti is None else bs["logz"][..., ti : ti + 1].astype(np.float64)
-                m = topk_metrics(p, bs["topk_ids"].astype(np.int64), bs["topk_logp"], lz, t)
-            else:
-                m = sample_metrics(p, bs["sample_ids"], bs["sample_counts"], int(rs.n_draws))
-            for key, value in m.items():
+            for key, value in _metrics(rs, bs, _probs(bf["logp"], t), t).items():
                 acc[t].setdefault(key, []).append(np.ravel(value))
     tokens = windows * rs.seq_len * len(rs.window_offsets)
     rows = []
@@ -121,9 +151,11 @@ def compare_caches(sparse: str, full: str, max_windows: int | None = None) -> di
         row = {"T": t, **{key: float(v.mean()) for key, v in cat.items()}}
         row["mass_p10"] = float(np.percentile(cat["mass"], 10))
         rows.append(row)
+    enc = rs.encoding
     return {"sparse": sparse, "full": full, "mode": rs.mode, "k": rs.k, "n_draws": rs.n_draws,
             "positions": tokens, "bytes_per_token": rs.nbytes_stored() / max(1, rs.n_windows * rs.seq_len),
-            "rows": rows}
+            "encoding": enc.describe(), "lossy": enc.lossy,
+            "encoding_kl": {f"{r['T']:g}": r["kl_bucket"] for r in rows} if enc.lossy else None, "rows": rows}
 
 
 def compare(sparse: str, full: str, max_windows: int | None = None, out: Path | None = None) -> dict:
@@ -133,16 +165,27 @@ def compare(sparse: str, full: str, max_windows: int | None = None, out: Path | 
     from bl2.progress import console
 
     result = compare_caches(sparse, full, max_windows)
-    label = f"top-{result['k']}" if result["mode"] == "topk" else f"sample N={result['n_draws']}"
-    table = Table("T", "mass mean", "mass p10", "kl_bucket", "kl_flat_tail", "grad_err",
+    label = {"topk": f"top-{result['k']}", "sample": f"sample N={result['n_draws']}",
+             "hybrid": f"hybrid k={result['k']} + {result['n_draws']} tail draws"}[result["mode"]]
+    table = Table("T", "mass mean", "mass p10", "mass stored", "kl_bucket", "kl_flat_tail", "kl_rev", "grad_err",
                   title=f"{label} vs full ({result['positions']:,} positions, {result['bytes_per_token']:.1f} B/token)")
+
+    def cell(row: dict, key: str, fmt: str) -> str:
+        return format(row[key], fmt) if key in row else "-"
+
     for row in result["rows"]:
-        flat = f"{row['kl_flat_tail']:.4g}" if "kl_flat_tail" in row else "-"
-        table.add_row(f"{row['T']:g}", f"{row['mass']:.4f}", f"{row['mass_p10']:.4f}", f"{row['kl_bucket']:.3g}",
-                      flat, f"{row['grad_err']:.4g}")
+        table.add_row(f"{row['T']:g}", f"{row['mass']:.4f}", f"{row['mass_p10']:.4f}", cell(row, "mass_stored", ".4f"),
+                      f"{row['kl_bucket']:.3g}", cell(row, "kl_flat_tail", ".4g"), cell(row, "kl_rev", ".3g"),
+                      f"{row['grad_err']:.4g}")
     console.print(table)
     if result["mode"] == "sample":
         console.print("kl_bucket for sample caches is the reverse KL(count/N || p): the forward one is infinite")
+    if result["mode"] == "hybrid":
+        console.print("mass, kl_bucket, kl_flat_tail: of the exact head; mass stored, kl_rev, grad_err: of the "
+                      "hybrid target (head + t_R x count/N on the tail draws)")
+    console.print(f"encoding: {result['encoding']}" + (
+        "; the KL it adds (kl_bucket vs the full cache): " + ", ".join(
+            f"{v:.3g} nats at T={t}" for t, v in result["encoding_kl"].items()) if result["lossy"] else ""))
     if out is not None:
         Path(out).write_text(json.dumps(result, indent=2) + "\n")
     return result

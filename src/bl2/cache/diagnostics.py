@@ -1,5 +1,6 @@
 """Cache diagnostics (stored in the attrs by cache-logits, printed by info): how much probability the stored
-head keeps at each temperature, how many unique ids the samples hold, bytes per token, write throughput.
+head keeps at each temperature, how many unique ids the samples (or hybrid's tail draws) hold, bytes per token,
+write throughput.
 
 They are computed from the *stored* arrays after the last shard is written, so they are the same whether or
 not the run was interrupted and resumed, and reading everything back once also proves it decodes.
@@ -34,11 +35,12 @@ def topk_diagnostics(reader) -> dict:
     return {"head_mass": {f"{t:g}": _summary(np.concatenate(m).ravel()) for t, m in masses.items()}}
 
 
-def sample_diagnostics(reader) -> dict:
-    """Unique ids per position (non-empty slots): mean, 90th percentile, max."""
+def sample_diagnostics(reader, name: str = "sample_counts") -> dict:
+    """Unique ids per position (non-empty slots of `name`: sample_counts, or hybrid's tail_counts): mean, 90th
+    percentile, max."""
     uniques = []
     for start in range(0, reader.n_windows, SHARD_WINDOWS):
-        counts = reader.read(start, min(reader.n_windows, start + SHARD_WINDOWS), ["sample_counts"])["sample_counts"]
+        counts = reader.read(start, min(reader.n_windows, start + SHARD_WINDOWS), [name])[name]
         uniques.append((counts > 0).sum(-1).ravel())
     u = np.concatenate(uniques)
     return {"unique_ids": {"mean": float(u.mean()), "p90": float(np.percentile(u, 90)), "max": int(u.max())}}
@@ -53,11 +55,11 @@ def storage_diagnostics(reader) -> dict:
 
 def compute_diagnostics(reader, throughput: dict | None = None) -> dict:
     """All diagnostics of a (complete) cache; `throughput` is the writer's measurement, kept as given."""
-    out: dict = {}
-    if reader.mode == "topk":
+    out: dict = {"mode": reader.mode}
+    if reader.mode in ("topk", "hybrid"):
         out.update(topk_diagnostics(reader))
-    elif reader.mode == "sample":
-        out.update(sample_diagnostics(reader))
+    if reader.mode in ("sample", "hybrid"):
+        out.update(sample_diagnostics(reader, "sample_counts" if reader.mode == "sample" else "tail_counts"))
     out.update(storage_diagnostics(reader))
     if throughput:
         out["throughput"] = throughput
@@ -71,7 +73,8 @@ def format_diagnostics(diag: dict) -> list[str]:
         lines.append(f"head mass at T={t}: mean {s['mean']:.4f}, p10 {s['p10']:.4f}")
     if "unique_ids" in diag:
         u = diag["unique_ids"]
-        lines.append(f"unique sampled ids per position: mean {u['mean']:.2f}, p90 {u['p90']:.0f}, max {u['max']}")
+        what = "tail ids drawn" if diag.get("mode") == "hybrid" else "sampled ids"
+        lines.append(f"unique {what} per position: mean {u['mean']:.2f}, p90 {u['p90']:.0f}, max {u['max']}")
     if "bytes_per_token" in diag:
         lines.append(f"on disk: {diag['bytes_on_disk'] / 1e6:,.1f} MB = {diag['bytes_per_token']:.1f} B/token "
                      f"(decoded {diag['bytes_decoded_per_token']:.0f} B/token)")

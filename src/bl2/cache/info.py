@@ -8,8 +8,8 @@ from bl2.cache.reader import CacheReader, dir_nbytes
 # Printed one per line, in this order; the rest (teachers, diagnostics, provenance) get their own sections.
 ATTR_ORDER = ("bl2_cache_format", "mode", "k", "vocab_size", "seq_len", "n_windows", "windows_per_offset",
               "window_offset", "window_offsets", "temperatures", "ensemble", "n_draws", "sample_temperature",
-              "sample_seed", "split", "data_dir", "tokenizer_sha256", "tokens_sha256", "windows_done", "complete",
-              "bl2_version")
+              "sample_seed", "logp_dtype", "head_logp_encoding", "head_logp_step", "sparse_ids_encoding", "split",
+              "data_dir", "tokenizer_sha256", "tokens_sha256", "windows_done", "complete", "bl2_version")
 
 
 def array_rows(reader: CacheReader) -> list[tuple[str, str, str, str, int]]:
@@ -39,6 +39,7 @@ def cache_info(path: str) -> dict:
             out(f"  {key:<20} {a[key]}")
     for i, t in enumerate(a.get("teachers", [])):
         out(f"  teacher {i:<12} {t.get('path')}  sha256 {str(t.get('sha256'))[:16]}")
+    out(f"  {'encoding':<20} {r.encoding.describe()}")
     table = Table("array", "dtype", "shape", "chunks/shards", "on disk", "B/token")
     tokens = max(1, r.n_windows * r.seq_len)
     rows = array_rows(r)

@@ -2,7 +2,8 @@
 
 The reference is computed independently of the writer's slicing: the full fp32 ensemble log-probs of the
 windows (`bl2.model.ensemble.combine`), then the stored values are checked against them within fp16
-tolerance. Samples are redrawn with the writer's per-window seeds and must reproduce (almost) exactly.
+tolerance (a uint8 head within half its step). Samples (and hybrid's tail draws) are redrawn with the writer's
+per-window seeds and must reproduce (almost) exactly.
 """
 
 from __future__ import annotations
@@ -19,10 +20,17 @@ def _close(stored: np.ndarray, ref: np.ndarray) -> tuple[bool, float]:
     return bool((err <= ABS_TOL + REL_TOL * np.abs(ref)).all()), float(err.max(initial=0.0))
 
 
-def compare_topk(block: dict, lp: np.ndarray, temps: list[float], c: Checks) -> None:
+def compare_topk(block: dict, lp: np.ndarray, temps: list[float], c: Checks, step: float | None = None) -> None:
+    """Stored head vs the recomputed log-probs lp; `step`: a uint8-quantised head (bl2.cache.encodings), within
+    step / 2 of the fp16 value, and clipped at -255 * step."""
     ids = block["topk_ids"].astype(np.int64)
     at_ids = np.take_along_axis(lp, ids, axis=-1)
-    ok, err = _close(block["topk_logp"], at_ids)
+    if step is None:
+        ok, err = _close(block["topk_logp"], at_ids)
+    else:
+        ref = np.maximum(at_ids, -255 * step)
+        err_all = np.abs(block["topk_logp"].astype(np.float64) - ref)
+        ok, err = bool((err_all <= step / 2 + ABS_TOL + REL_TOL * np.abs(ref)).all()), float(err_all.max(initial=0))
     c.check("recompute", ok, f"stored top-k log-probs differ from the teachers' by up to {err:.4f}")
     outside = lp.copy()
     np.put_along_axis(outside, ids, -np.inf, axis=-1)
@@ -34,11 +42,26 @@ def compare_topk(block: dict, lp: np.ndarray, temps: list[float], c: Checks) -> 
         c.check("recompute", ok, f"logz differs from the full-vocabulary value by up to {err:.5f}")
 
 
+def redraw_check(r, block: dict, logits: list, rows: np.ndarray, c: Checks) -> None:
+    """Sample and hybrid modes: the draws redone with the writer's per-window seeds must reproduce (almost all)."""
+    from bl2.cache.targets import TargetSpec, hybrid_targets, sample_targets
+
+    hybrid = r.mode == "hybrid"
+    spec = TargetSpec(mode=r.mode, ensemble=r.attrs["ensemble"], k=r.k, temperatures=tuple(r.temperatures),
+                      with_logz="logz" in r.specs, n_draws=int(r.n_draws),
+                      sample_temperature=float(r.sample_temperature), seed=int(r.attrs.get("sample_seed") or 0))
+    redrawn = (hybrid_targets if hybrid else sample_targets)(logits, spec, rows)
+    prefix = "tail" if hybrid else "sample"
+    same = (redrawn[f"{prefix}_ids"] == block[f"{prefix}_ids"]).all(-1) & (
+        redrawn[f"{prefix}_counts"] == block[f"{prefix}_counts"]).all(-1)
+    c.check("recompute", same.mean() >= SAMPLE_MATCH, f"only {same.mean():.1%} of positions redraw identically")
+    c.details["recompute"] = f"{same.mean():.1%} of positions redraw identically"
+
+
 def recompute_check(r, teachers: list[Path], n_windows: int, device: str, c: Checks) -> None:
     """Teachers must be the cache's (weights sha256), then N random committed windows are recomputed."""
     import torch
 
-    from bl2.cache.targets import TargetSpec, sample_targets
     from bl2.cache.teachers import weights_sha256
     from bl2.model.ensemble import Ensemble, combine
     from bl2.runtime import pick_device
@@ -57,17 +80,11 @@ def recompute_check(r, teachers: list[Path], n_windows: int, device: str, c: Che
     x = torch.from_numpy(block["input_ids"][:, :-1].astype(np.int64)).to(dev)
     logits = ens.member_logits(x)
     lp = combine(logits, r.attrs["ensemble"]).cpu().numpy() if r.mode != "sample" else None
-    if r.mode == "topk":
-        compare_topk(block, lp, r.temperatures, c)
+    if r.mode in ("topk", "hybrid"):
+        compare_topk(block, lp, r.temperatures, c, r.encoding.step)
     elif r.mode == "full":
         ok, err = _close(block["logp"], lp)
         c.check("recompute", ok, f"stored log-probs differ from the teachers' by up to {err:.4f}")
-    else:
-        spec = TargetSpec(mode="sample", ensemble=r.attrs["ensemble"], n_draws=int(r.n_draws),
-                          sample_temperature=float(r.sample_temperature), seed=int(r.attrs.get("sample_seed") or 0))
-        redrawn = sample_targets(logits, spec, rows)
-        same = (redrawn["sample_ids"] == block["sample_ids"]).all(-1) & (
-            redrawn["sample_counts"] == block["sample_counts"]).all(-1)
-        c.check("recompute", same.mean() >= SAMPLE_MATCH, f"only {same.mean():.1%} of positions redraw identically")
-        c.details["recompute"] = f"{same.mean():.1%} of positions redraw identically"
+    if r.mode in ("sample", "hybrid"):
+        redraw_check(r, block, logits, rows, c)
     c.details.setdefault("recompute", f"{len(rows)} windows of rows {rows.tolist()} within fp16 tolerance")

@@ -1,5 +1,6 @@
 """Cache format v2 (DESIGN §5, docs/cache-format.md): constants, array specs, shards and attribute validation.
-Format v1 caches are still read (v2 = v1 + the per-shard commit record `committed` + `logp_dtype`).
+Format v1 caches are still read (v2 = v1 + the per-shard commit record `committed` + `logp_dtype`). The v2
+additions (mode hybrid, the compact encodings of `bl2.cache.encodings`) are new attrs and arrays of format 2.
 
 This module is the single source of truth for what a bl2 logit cache looks like on disk, shared by the
 writer (`cache-logits`), the reader (the distillation loader), `info`, `verify` and `compare`.
@@ -16,13 +17,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from bl2.cache.encodings import Encoding
 from bl2.errors import UserError, require
 
 FORMAT_VERSION = 2  # written
 READ_VERSIONS = (1, 2)  # read
 CHUNK_WINDOWS = 16
 SHARD_WINDOWS = 256
-MODES = ("topk", "full", "sample")
+MODES = ("topk", "full", "sample", "hybrid")
 ENSEMBLES = ("logit_mean", "prob_mean")
 MAX_VOCAB = 1 << 16  # ids are uint16
 MAX_DRAWS = 255  # counts are uint8
@@ -36,6 +38,7 @@ MODE_ARRAYS = {
     "topk": ("input_ids", "topk_ids", "topk_logp", "logz"),
     "full": ("input_ids", "logp"),
     "sample": ("input_ids", "sample_ids", "sample_counts"),
+    "hybrid": ("input_ids", "topk_ids", "topk_logp", "logz", "tail_ids", "tail_counts"),
 }
 
 # Attrs that define what a cache *is*: a rerun must match all of them to resume; anything else is refused.
@@ -43,6 +46,7 @@ IDENTITY_KEYS = (
     "bl2_cache_format", "mode", "k", "vocab_size", "seq_len", "n_windows", "window_offsets", "windows_per_offset",
     "temperatures", "ensemble", "teacher_sha256", "tokenizer_sha256", "tokens_sha256", "split",
     "n_draws", "sample_temperature", "sample_seed", "logp_dtype",
+    "head_logp_encoding", "head_logp_step", "sparse_ids_encoding",
 )
 
 REQUIRED_ATTRS = (
@@ -57,8 +61,9 @@ class ArraySpec:
     """One array of the cache: dtype and full shape (rows first)."""
 
     name: str
-    dtype: str
+    dtype: str  # as stored
     shape: tuple[int, ...]
+    decoded_dtype: str | None = None  # as `CacheReader.read` returns it, when a compact encoding differs
 
     @property
     def chunks(self) -> tuple[int, ...]:
@@ -69,28 +74,33 @@ class ArraySpec:
         return (SHARD_WINDOWS, *self.shape[1:])
 
     def nbytes(self) -> int:
-        return math.prod(self.shape) * np.dtype(self.dtype).itemsize
+        """Bytes once decoded (what a reader holds in RAM)."""
+        return math.prod(self.shape) * np.dtype(self.decoded_dtype or self.dtype).itemsize
 
 
 def needs_logz(mode: str, temperatures: list[float]) -> bool:
-    """logz exists in topk mode unless the grid is just T=1 (then logZ_1 = 0 by construction)."""
-    return mode == "topk" and list(temperatures) != [1.0]
+    """logz exists in modes topk and hybrid unless the grid is just T=1 (then logZ_1 = 0 by construction)."""
+    return mode in ("topk", "hybrid") and list(temperatures) != [1.0]
 
 
 def array_specs(attrs: dict) -> dict[str, ArraySpec]:
     """The arrays a cache with these attrs holds, with dtypes and shapes (the contract of DESIGN §5)."""
     n, seq, mode = int(attrs["n_windows"]), int(attrs["seq_len"]), attrs["mode"]
     specs = [ArraySpec("input_ids", "uint16", (n, seq + 1))]
-    if mode == "topk":
+    if mode in ("topk", "hybrid"):
         k = int(attrs["k"])
-        specs += [ArraySpec("topk_ids", "uint16", (n, seq, k)), ArraySpec("topk_logp", "float16", (n, seq, k))]
+        u8 = attrs.get("head_logp_encoding") == "uint8"  # bl2.cache.encodings: read back as float16
+        specs += [ArraySpec("topk_ids", "uint16", (n, seq, k)),
+                  ArraySpec("topk_logp", "uint8" if u8 else "float16", (n, seq, k), "float16" if u8 else None)]
         if needs_logz(mode, attrs["temperatures"]):
             specs.append(ArraySpec("logz", "float32", (n, seq, len(attrs["temperatures"]))))
     elif mode == "full":
         specs.append(ArraySpec("logp", attrs.get("logp_dtype") or "float16", (n, seq, int(attrs["vocab_size"]))))
-    elif mode == "sample":
-        s = int(attrs["n_draws"])
-        specs += [ArraySpec("sample_ids", "uint16", (n, seq, s)), ArraySpec("sample_counts", "uint8", (n, seq, s))]
+    if mode in ("sample", "hybrid"):
+        s, prefix = int(attrs["n_draws"]), "sample" if mode == "sample" else "tail"
+        delta = attrs.get("sparse_ids_encoding") == "delta"  # bl2.cache.encodings: int16 deltas, read as uint16
+        specs += [ArraySpec(f"{prefix}_ids", "int16" if delta else "uint16", (n, seq, s), "uint16" if delta else None),
+                  ArraySpec(f"{prefix}_counts", "uint8", (n, seq, s))]
     return {s.name: s for s in specs}
 
 
@@ -143,6 +153,10 @@ def shards_todo(n_windows: int, committed: set[int], rank: int = 0, world_size: 
 def identity(attrs: dict) -> dict:
     """The subset of attrs a resumed run must match (teachers by weights hash, in order)."""
     ident = {key: attrs.get(key) for key in IDENTITY_KEYS if key != "teacher_sha256"}
+    try:  # caches written before the encoding attrs existed hold the canonical arrays: the same identity
+        ident.update(Encoding.of(attrs).attrs(str(attrs.get("mode"))))
+    except UserError:
+        pass
     ident["teacher_sha256"] = [t.get("sha256") for t in attrs.get("teachers", [])]
     return ident
 
@@ -165,9 +179,16 @@ def validate_attrs(attrs: dict, where: str = "cache") -> None:
             f"{where} has unknown logp_dtype {attrs.get('logp_dtype')!r}")
     require(attrs["mode"] in MODES, f"{where} has unknown mode {attrs['mode']!r}")
     require(attrs["ensemble"] in ENSEMBLES, f"{where} has unknown ensemble rule {attrs['ensemble']!r}")
-    if attrs["mode"] == "sample":
+    if attrs["mode"] in ("sample", "hybrid"):
         require(attrs.get("n_draws") and attrs.get("sample_temperature"),
-                f"{where}: sample mode without n_draws / sample_temperature")
+                f"{where}: {attrs['mode']} mode without n_draws / sample_temperature")
+    if attrs["mode"] == "hybrid":
+        require(attrs.get("k") and list(attrs["temperatures"]) == [attrs["sample_temperature"]],
+                f"{where}: hybrid mode needs k and the temperature grid [sample_temperature]")
+    try:
+        Encoding.of(attrs)
+    except UserError as e:
+        raise UserError(f"{where} has an unknown encoding: {e}") from None
     try:
         n, per, offs = int(attrs["n_windows"]), int(attrs["windows_per_offset"]), list(attrs["window_offsets"])
     except (TypeError, ValueError):

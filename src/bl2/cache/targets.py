@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from bl2.cache.encodings import Encoding, encode
 from bl2.model.ensemble import combine
 
 
@@ -27,15 +28,16 @@ from bl2.model.ensemble import combine
 class TargetSpec:
     """What to compute from each position's ensemble log-probs."""
 
-    mode: str  # topk | full | sample
+    mode: str  # topk | full | sample | hybrid
     ensemble: str  # logit_mean | prob_mean
-    k: int | None = None  # topk
-    temperatures: tuple[float, ...] = (1.0,)  # topk: the logz grid
-    with_logz: bool = False  # topk: store logz (grid other than just T=1)
-    n_draws: int | None = None  # sample
-    sample_temperature: float = 1.0  # sample
-    seed: int = 0  # sample: the run's seed, mixed with the row index
+    k: int | None = None  # topk, hybrid: head size
+    temperatures: tuple[float, ...] = (1.0,)  # topk: the logz grid (hybrid: [sample_temperature])
+    with_logz: bool = False  # topk, hybrid: store logz (grid other than just T=1)
+    n_draws: int | None = None  # sample, hybrid (draws from the tail)
+    sample_temperature: float = 1.0  # sample, hybrid
+    seed: int = 0  # sample, hybrid: the run's seed, mixed with the row index
     logp_dtype: str = "float16"  # full: the stored dtype of the log-probs
+    encoding: Encoding = Encoding()  # compact encodings of the stored arrays (bl2.cache.encodings)
 
 
 def rows_per_slice(device: str) -> int:
@@ -169,6 +171,43 @@ def sample_targets(logits: list, spec: TargetSpec, rows: np.ndarray) -> dict[str
     return {"sample_ids": ids_out, "sample_counts": cnt_out}
 
 
+def hybrid_window(lp, spec: TargetSpec, row: int) -> dict:
+    """Mode hybrid (docs/cache-format.md, v2 additions) for one window's fp32 ensemble log-probs lp [L, V]: the
+    exact top-k head (as topk_targets; logZ at the sampling T when T != 1) and n_draws draws with replacement from
+    the tail, p_T restricted to the ids outside the head (renormalised by multinomial), as unique ids + counts.
+    The loss's target t_R * count_j / n_draws on the tail is then unbiased for p_T (E[count_j / n] = p_T(j) / R_T),
+    with noise on the tail mass only. Positions whose tail mass underflows to 0 in fp32 get no draws."""
+    import torch
+
+    val, idx = fast_topk(lp, spec.k)
+    scaled = lp if spec.sample_temperature == 1.0 else lp * (1.0 / spec.sample_temperature)
+    out = {"topk_ids": idx, "topk_logp": val.to(torch.float16)}
+    if spec.with_logz:  # the grid is [T]; logZ_1 = 0 needs no array
+        out["logz"] = torch.logsumexp(scaled, dim=-1, keepdim=True)
+    w = torch.softmax(scaled, dim=-1).scatter_(-1, idx, 0.0)
+    empty = w.sum(-1) <= 0
+    if bool(empty.any()):  # nothing left to draw from: any valid weights, then the draws are dropped
+        w[empty] = 1.0
+    gen = torch.Generator(device=lp.device)
+    gen.manual_seed(window_seed(spec.seed, row))
+    ids, counts = unique_counts(torch.multinomial(w, spec.n_draws, replacement=True, generator=gen))
+    ids[empty], counts[empty] = 0, 0
+    return out | {"tail_ids": ids, "tail_counts": counts}
+
+
+HYBRID_DTYPES = {"topk_ids": np.uint16, "topk_logp": np.float16, "logz": np.float32, "tail_ids": np.uint16,
+                 "tail_counts": np.uint8}
+
+
+def hybrid_targets(logits: list, spec: TargetSpec, rows: np.ndarray) -> dict[str, np.ndarray]:
+    """topk_ids / topk_logp (/ logz) / tail_ids / tail_counts of a batch, one generator per window seeded from its
+    row (as sample_targets): member logits [B, L, V] each."""
+    seq = logits[0].shape[1]
+    parts = [hybrid_window(ensemble_logprobs([z[i] for z in logits], spec.ensemble, 0, seq), spec, int(row))
+             for i, row in enumerate(rows)]
+    return {name: np.stack([p[name].cpu().numpy() for p in parts]).astype(HYBRID_DTYPES[name]) for name in parts[0]}
+
+
 def _split(n: int, parts: int) -> list[tuple[int, int]]:
     bounds = np.linspace(0, n, min(parts, n) + 1).astype(int)
     return [(int(s), int(e)) for s, e in zip(bounds[:-1], bounds[1:]) if e > s]
@@ -181,11 +220,17 @@ def _on_pool(fn, jobs: list[tuple]) -> list[dict]:
 
 
 def compute_targets(logits: list, spec: TargetSpec, rows: np.ndarray, device: str) -> dict[str, np.ndarray]:
-    """The mode's arrays (all but input_ids) for a batch of windows: member logits [B, L, V] each."""
+    """The mode's arrays (all but input_ids) for a batch of windows, as stored (the spec's encoding applied):
+    member logits [B, L, V] each."""
+    return encode(_canonical_targets(logits, spec, rows, device), spec.encoding)
+
+
+def _canonical_targets(logits: list, spec: TargetSpec, rows: np.ndarray, device: str) -> dict[str, np.ndarray]:
     b, seq, v = logits[0].shape
     workers = cpu_pool()[1] if device == "cpu" else 1
-    if spec.mode == "sample":  # split by window: each window has its own generator
-        parts = _on_pool(sample_targets, [([z[s:e] for z in logits], spec, rows[s:e]) for s, e in _split(b, workers)])
+    if spec.mode in ("sample", "hybrid"):  # split by window: each window has its own generator
+        fn = sample_targets if spec.mode == "sample" else hybrid_targets
+        parts = _on_pool(fn, [([z[s:e] for z in logits], spec, rows[s:e]) for s, e in _split(b, workers)])
         return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
     flat = [z.reshape(b * seq, v) for z in logits]
     fn = topk_targets if spec.mode == "topk" else full_targets

@@ -27,10 +27,13 @@ def check_attrs(r: CacheReader, c: Checks) -> None:
     offsets = window_offsets(r.seq_len, len(r.window_offsets))
     c.check("attrs", r.window_offsets == offsets and a["window_offset"] == offsets[0],
             f"window_offsets {r.window_offsets} != {offsets}")
-    if r.mode == "topk":
-        c.check("attrs", 1 <= int(r.k) <= r.vocab_size, f"k {r.k} outside 1..vocab_size")
-    if r.mode == "sample":
+    if r.mode in ("topk", "hybrid"):
+        top = r.vocab_size - (r.mode == "hybrid")  # hybrid needs a tail to draw from
+        c.check("attrs", 1 <= int(r.k) <= top, f"k {r.k} outside 1..{top}")
+    if r.mode in ("sample", "hybrid"):
         c.check("attrs", 1 <= int(r.n_draws) <= schema.MAX_DRAWS, f"n_draws {r.n_draws} outside 1..255")
+    c.check("encoding", True)
+    c.details["encoding"] = r.encoding.describe()
     c.check("complete", r.complete and r.windows_done == r.n_windows,
             f"complete={r.complete}, {r.windows_done} of {r.n_windows} windows committed")
 
@@ -78,16 +81,30 @@ def check_full(r: CacheReader, block: dict, where: str, c: Checks) -> None:
     c.check("logp normalised", worst < 1e-2, f"max |logsumexp(logp)| {worst:.4f} ({where})")
 
 
-def check_sample(r: CacheReader, block: dict, where: str, c: Checks) -> None:
-    if "sample_counts" not in block or "sample_ids" not in block:
+def check_sample(r: CacheReader, block: dict, where: str, c: Checks, prefix: str = "sample") -> None:
+    ids_name, cnt_name = f"{prefix}_ids", f"{prefix}_counts"
+    if cnt_name not in block or ids_name not in block:
         return
-    cnt, ids = block["sample_counts"].astype(np.int64), block["sample_ids"].astype(np.int64)
+    cnt, ids = block[cnt_name].astype(np.int64), block[ids_name].astype(np.int64)
     sums = cnt.sum(-1)
-    c.check("sample counts", bool((sums == r.n_draws).all()),
+    # hybrid: a position whose tail mass underflowed to 0 has no draws at all
+    ok = (sums == r.n_draws) | ((sums == 0) if prefix == "tail" else False)
+    c.check(f"{prefix} counts", bool(ok.all()),
             f"counts sum to {sums.min()}..{sums.max()}, not n_draws {r.n_draws} ({where})")
-    c.check("sample order", _sorted_slots(cnt, ids), f"slots not sorted by count then id ({where})")
-    c.check("sample ids", bool((ids < r.vocab_size).all() and (ids[cnt == 0] == 0).all()),
+    c.check(f"{prefix} order", _sorted_slots(cnt, ids), f"slots not sorted by count then id ({where})")
+    c.check(f"{prefix} ids", bool((ids < r.vocab_size).all() and (ids[cnt == 0] == 0).all()),
             f"ids out of range or non-zero in empty slots ({where})")
+
+
+def check_hybrid(r: CacheReader, block: dict, where: str, c: Checks) -> None:
+    """The head as in topk mode, the tail draws as in sample mode, and no tail draw inside the head."""
+    check_topk(r, block, where, c)
+    check_sample(r, block, where, c, "tail")
+    if "topk_ids" in block and "tail_ids" in block and "tail_counts" in block:
+        head, tail, drawn = block["topk_ids"], block["tail_ids"], block["tail_counts"] > 0
+        clash = any(bool(((tail[i : i + 16, ..., :, None] == head[i : i + 16, ..., None, :]).any(-1)
+                          & drawn[i : i + 16]).any()) for i in range(0, len(head), 16))  # 16 rows: bounded memory
+        c.check("tail ids", not clash, f"a tail draw is a head id ({where})")
 
 
 def _sorted_slots(cnt: np.ndarray, ids: np.ndarray) -> bool:
@@ -137,7 +154,8 @@ def verify(path: str, data: Path | None = None, teachers: list[Path] | None = No
         block = read_block(r, start, stop, c)
         where = f"rows {start}:{stop}"
         check_tokens(r, block, tokens, start, c)
-        {"topk": check_topk, "full": check_full, "sample": check_sample}[r.mode](r, block, where, c)
+        {"topk": check_topk, "full": check_full, "sample": check_sample, "hybrid": check_hybrid}[r.mode](
+            r, block, where, c)
     c.details["checksums"] = f"{len(r.arrays)} arrays, {done} rows"
     c.details["shards"] = f"every shard file of the {done} committed rows is present"
     if teachers:

@@ -37,13 +37,16 @@ class CacheLogitsConfig:
     teachers: list[str]  # teacher model dirs (local; same vocab and tokenizer as DATA)
     out: str  # cache location: a folder or an fsspec URL (s3://bucket/cache.zarr)
     split: str = "train"  # which token split the windows come from
-    mode: str = "topk"  # topk | full | sample
-    k: int = 64  # topk: ids kept per position
-    temperatures: list[float] | None = None  # topk: logZ grid; default [1] ([T_sample] in sample mode)
+    mode: str = "topk"  # topk | full | sample | hybrid
+    k: int = 64  # topk, hybrid: ids kept per position (the exact head)
+    temperatures: list[float] | None = None  # topk: logZ grid; default [1] ([T_sample] in sample/hybrid mode)
     ensemble: str = "logit_mean"  # logit_mean (the paper's) | prob_mean
-    n_draws: int = 50  # sample: draws with replacement per position (1..255)
-    sample_temperature: float = 1.0  # sample: draw from p_T
+    n_draws: int = 50  # sample: draws with replacement per position; hybrid: from the tail (1..255)
+    sample_temperature: float = 1.0  # sample, hybrid: draw from p_T
     logp_dtype: str = "float16"  # full: float16 (half the bytes) | float32 (offline == online to float32)
+    head_logp: str = "float16"  # topk, hybrid: float16 | uint8 (lossy, bl2.cache.encodings)
+    logp_step: float | None = None  # head_logp uint8: quantisation step in nats (default 1/16)
+    sparse_ids: str = "plain"  # sample, hybrid: plain | delta (lossless, bl2.cache.encodings)
     offsets: int = 1  # window alignments (epoch e of the student uses alignment e mod N)
     seq_len: int | None = None  # default: the teachers' (max_position_embeddings // 2)
     batch_size: int = 32  # windows per teacher forward
@@ -64,19 +67,33 @@ class CacheLogitsConfig:
         require(self.logp_dtype == "float16" or self.mode == "full", "--logp-dtype applies to --mode full only")
         temps = [float(t) for t in (self.temperatures or [])]
         require(all(math.isfinite(t) and t > 0 for t in temps), f"--temperatures must be > 0, got {temps}")
-        if self.mode == "topk":
+        if self.mode in ("topk", "hybrid"):
             require(self.k >= 1, f"--k must be >= 1, got {self.k}")
-        if self.mode == "sample":
+        if self.mode in ("sample", "hybrid"):
             require(1 <= self.n_draws <= schema.MAX_DRAWS, f"--n-draws must be in 1..255, got {self.n_draws}")
             require(math.isfinite(self.sample_temperature) and self.sample_temperature > 0,
                     f"--sample-temperature must be > 0, got {self.sample_temperature}")
-            require(not temps or temps == [self.sample_temperature],
-                    "in sample mode the only temperature is --sample-temperature (do not pass --temperatures)")
+            require(not temps or temps == [self.sample_temperature], f"in {self.mode} mode the only temperature "
+                    "is --sample-temperature (do not pass --temperatures)")
+        require(self.head_logp == "float16" or self.mode in ("topk", "hybrid"),
+                "--head-logp applies to --mode topk and hybrid only")
+        require(self.sparse_ids == "plain" or self.mode in ("sample", "hybrid"),
+                "--sparse-ids applies to --mode sample and hybrid only")
+        _ = self.encoding  # validates --head-logp / --logp-step / --sparse-ids
+
+    @property
+    def encoding(self):
+        """The compact encodings asked for (bl2.cache.encodings)."""
+        from bl2.cache.encodings import DEFAULT_STEP, Encoding
+
+        step = self.logp_step if self.logp_step is not None or self.head_logp != "uint8" else DEFAULT_STEP
+        return Encoding(self.head_logp, None if step is None else float(step), self.sparse_ids)
 
     @property
     def grid(self) -> list[float]:
-        """The temperatures the cache records: sorted and unique, [1] by default, [T_sample] in sample mode."""
-        if self.mode == "sample":
+        """The temperatures the cache records: sorted and unique, [1] by default, [T_sample] in sample and hybrid
+        mode."""
+        if self.mode in ("sample", "hybrid"):
             return [float(self.sample_temperature)]
         return sorted({float(t) for t in self.temperatures or [1.0]})
 
@@ -114,8 +131,10 @@ def plan_cache(cfg: CacheLogitsConfig) -> Plan:
 
     store = TokenStore(cfg.data)
     check_teachers(cfg.teachers, store.vocab_size, store.tokenizer_sha256)
-    vocab, topk, sample = store.vocab_size, cfg.mode == "topk", cfg.mode == "sample"
+    vocab, topk, sample = store.vocab_size, cfg.mode in ("topk", "hybrid"), cfg.mode in ("sample", "hybrid")
     require(not topk or cfg.k <= vocab, f"--k {cfg.k} exceeds the vocabulary size {vocab}")
+    require(cfg.mode != "hybrid" or cfg.k < vocab, f"--mode hybrid needs --k below the vocabulary size {vocab} "
+            "(the draws come from the ids outside the head)")
     seq = resolve_seq_len(cfg.teachers, cfg.seq_len)
     tokens = store.split(cfg.split)
     offsets, per = window_geometry(cfg, len(tokens), seq)
@@ -129,11 +148,13 @@ def plan_cache(cfg: CacheLogitsConfig) -> Plan:
         "sample_temperature": float(cfg.sample_temperature) if sample else None,
         "sample_seed": cfg.seed if sample else None, "logp_dtype": cfg.logp_dtype if cfg.mode == "full" else None,
         "windows_done": 0, "complete": False, "diagnostics": {}, "bl2_version": __version__,
+        **cfg.encoding.attrs(cfg.mode),
     }
     attrs["committed_columns"] = ["rows", *schema.array_specs(attrs)]  # v2's commit record, per shard
     spec = TargetSpec(mode=cfg.mode, ensemble=cfg.ensemble, k=attrs["k"], temperatures=tuple(cfg.grid),
                       with_logz=schema.needs_logz(cfg.mode, cfg.grid), n_draws=attrs["n_draws"],
-                      sample_temperature=float(cfg.sample_temperature), seed=cfg.seed, logp_dtype=cfg.logp_dtype)
+                      sample_temperature=float(cfg.sample_temperature), seed=cfg.seed, logp_dtype=cfg.logp_dtype,
+                      encoding=cfg.encoding)
     return Plan(attrs, tokens, spec)
 
 

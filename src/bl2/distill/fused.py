@@ -55,10 +55,18 @@ def _topk(lq: torch.Tensor, lq_head: torch.Tensor, tgt: dict, T: float):
     return kl, q, row_scale, head_add
 
 
+def _sparse(lq_ids: torch.Tensor, tgt: dict):
+    """KL [P] and the KL-gradient pieces for a sparse weighted target: weights w [P, M] on ids [P, M] (distinct
+    ids wherever w > 0; objective.fused_targets builds them for sample and hybrid targets).
+    Returns (kl, row_scale [P], add [P, M]): dKL/dz * T = q * row_scale + scatter(add)."""
+    w = tgt["sparse_w"].float()
+    return torch.sum(torch.xlogy(w, w) - w * lq_ids, dim=-1), w.sum(-1), -w
+
+
 def _chunk(z: torch.Tensor, lab: torch.Tensor, kind: str | None, tgt: dict, a: float, c: float, T: float):
     """(CE sum, KL [P] or None, d(total)/dz [P, V]) for one chunk of positions.
     a = weight of each position's CE, c = weight of each position's KL times T (the 1/T of dz/d(z/T) cancels)."""
-    ids = {"topk": "topk_ids", "sample": "sample_ids"}.get(kind)
+    ids = {"topk": "topk_ids", "sparse": "sparse_ids"}.get(kind)
     gather = [lab] + ([tgt[ids]] if ids else [])
     lq1, picked = _student(z, 1.0, gather)
     ce = -picked[0].sum()
@@ -75,11 +83,10 @@ def _chunk(z: torch.Tensor, lab: torch.Tensor, kind: str | None, tgt: dict, a: f
         kl = torch.sum(p * lpT, dim=-1) - torch.sum(p * lqT, dim=-1)
         qT = lqT.exp_() if lqT is not lq1 else None
         g_kl = (qT, p.sum(-1), p)  # q_T * sum(p) - p
-    elif kind == "sample":
-        t = tgt["sample_counts"].float() / tgt["n_draws"]
-        kl = torch.sum(torch.xlogy(t, t) - t * pickedT[1], dim=-1)
+    elif kind == "sparse":
+        kl, row_scale, add = _sparse(pickedT[1], tgt)
         qT = lqT.exp_() if lqT is not lq1 else None
-        g_kl = (qT, t.sum(-1), -t)
+        g_kl = (qT, row_scale, add)
     elif kind == "topk":
         kl, qT, row_scale, head_add = _topk(lqT, pickedT[1], tgt, T)
         qT = qT if lqT is not lq1 else None
@@ -132,8 +139,8 @@ class FusedLoss(torch.autograd.Function):
         b, seq, v = logits_BLV.shape
         n = b * seq
         targets = {name: t.reshape(n, *t.shape[2:]) for name, t in zip(names, tensors)}
-        targets["n_draws"] = spec.n_draws
-        alpha, T, kind = spec.alpha, spec.temperature, spec.mode
+        alpha, T = spec.alpha, spec.temperature
+        kind = "sparse" if "sparse_w" in targets else spec.mode  # sample and hybrid: objective.fused_targets
         kl_scale = 1.0 / b if spec.kl_reduction == "sequence" else 1.0 / n
         ce_sum, kl_sum, grad = loss_and_grad(logits_BLV.reshape(n, v), labels_BL.reshape(n), kind, targets, alpha, T,
                                              kl_scale, 1.0 / n)

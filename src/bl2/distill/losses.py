@@ -64,6 +64,22 @@ def kl_sample(lq_BLV: torch.Tensor, ids_BLS: torch.Tensor, counts_BLS: torch.Ten
     return torch.sum(torch.xlogy(t_BLS, t_BLS) - t_BLS * lq_s, dim=-1)
 
 
+def hybrid_tail_weights(t_R: torch.Tensor, counts_BLS: torch.Tensor, n_draws: int) -> torch.Tensor:
+    """Hybrid tail targets t_R * count_j / n_draws: the tail mass spread over the draws from the tail (unbiased
+    for p_T on the tail, since E[count_j / n_draws] = p_T(j) / R_T); empty slots (count 0) weigh 0."""
+    return t_R.unsqueeze(-1) * (counts_BLS.to(t_R.dtype) / n_draws)
+
+
+def kl_hybrid(lq_BLV: torch.Tensor, ids_BLK: torch.Tensor, lt_BLK: torch.Tensor, t_R: torch.Tensor,
+              tail_ids_BLS: torch.Tensor, tail_counts_BLS: torch.Tensor, n_draws: int) -> torch.Tensor:
+    """Hybrid: the exact top-k head (lt, t_R as topk_targets gives them) plus the tail mass t_R spread over the
+    tail draws (hybrid_tail_weights): a sparse target over K + S ids. Head and tail ids are disjoint."""
+    head = torch.sum(torch.exp(lt_BLK) * (lt_BLK - lq_BLV.gather(-1, ids_BLK)), dim=-1)
+    w_BLS = hybrid_tail_weights(t_R, tail_counts_BLS, n_draws)
+    tail = torch.sum(torch.xlogy(w_BLS, w_BLS) - w_BLS * lq_BLV.gather(-1, tail_ids_BLS), dim=-1)
+    return head + tail
+
+
 def reduce_kl(kl_BL: torch.Tensor, reduction: str) -> torch.Tensor:
     """sequence: sum over positions, mean over sequences (the reference's KLDivLoss batchmean on [B, L, V],
     so ~L times a per-token KL); token: mean over all positions."""

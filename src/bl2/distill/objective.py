@@ -18,26 +18,27 @@ from bl2.distill.fused import FusedLoss
 from bl2.distill.sources import Batch
 from bl2.errors import require
 
-MODES = ("full", "topk", "sample")
+MODES = ("full", "topk", "sample", "hybrid")
 
 
 @dataclass(frozen=True)
 class LossSpec:
     """alpha * CE + (1 - alpha) * T^2 * KL(p_T || q_T), DESIGN §6."""
 
-    mode: str | None = None  # target kind: None (CE only) | full | topk | sample
+    mode: str | None = None  # target kind: None (CE only) | full | topk | sample | hybrid
     alpha: float = 1.0  # weight of CE
     temperature: float = 1.0  # distillation temperature T
     kl_reduction: str = "token"  # sequence: KL summed over positions, mean over sequences (reference); token: mean
-    t_index: int | None = None  # topk: index of T in the cache's logz grid (None: no logz, T = 1 grid)
-    n_draws: int | None = None  # sample: draws per position (targets are count / n_draws)
+    t_index: int | None = None  # topk, hybrid: index of T in the cache's logz grid (None: no logz, T = 1 grid)
+    n_draws: int | None = None  # sample: draws per position (targets are count / n_draws); hybrid: tail draws
 
     def __post_init__(self):
         require(self.mode is None or self.mode in MODES, f"unknown target mode {self.mode!r}")
         require(0.0 <= self.alpha <= 1.0, f"alpha must be in [0, 1], got {self.alpha}")
         require(self.temperature > 0, f"temperature must be > 0, got {self.temperature}")
         require(self.kl_reduction in KL_REDUCTIONS, f"kl_reduction must be one of {', '.join(KL_REDUCTIONS)}")
-        require(self.mode != "sample" or (self.n_draws or 0) >= 1, "sample targets need n_draws >= 1")
+        require(self.mode not in ("sample", "hybrid") or (self.n_draws or 0) >= 1,
+                f"{self.mode} targets need n_draws >= 1")
 
     @classmethod
     def of(cls, cfg, mode: str | None, t_index: int | None = None, n_draws: int | None = None) -> LossSpec:
@@ -64,7 +65,23 @@ def cached_targets(spec: LossSpec, batch: Batch) -> dict[str, torch.Tensor]:
     out = {"topk_ids": t["topk_ids"], "topk_logp": t["topk_logp"]}
     if spec.t_index is not None:
         out["logz"] = t["logz"][..., spec.t_index]
+    if spec.mode == "hybrid":
+        out.update(tail_ids=t["tail_ids"], tail_counts=t["tail_counts"])
     return out
+
+
+def fused_targets(spec: LossSpec, t: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The fused kernel's inputs. Sample and hybrid targets become one sparse weighted target (fused._sparse):
+    ids [B, L, M] and float32 weights [B, L, M]; sample: count / n_draws (M = S); hybrid: the exact head
+    t_i = exp(logp_i / T - logZ_T), then t_R * count_j / n_draws on the tail draws (M = K + S)."""
+    if spec.mode == "sample":
+        return {"sparse_ids": t["sample_ids"], "sparse_w": t["sample_counts"].float() / spec.n_draws}
+    if spec.mode == "hybrid":
+        lt, t_R = losses.topk_targets(t["topk_logp"].float(), t.get("logz"), spec.temperature)
+        tail = losses.hybrid_tail_weights(t_R.float(), t["tail_counts"], spec.n_draws)
+        return {"sparse_ids": torch.cat([t["topk_ids"], t["tail_ids"]], -1),
+                "sparse_w": torch.cat([torch.exp(lt).float(), tail], -1)}
+    return t
 
 
 def no_targets(spec: LossSpec, batch: Batch) -> dict[str, torch.Tensor]:
@@ -89,6 +106,8 @@ def reference_kl(spec: LossSpec, logits_BLV: torch.Tensor, t: dict[str, torch.Te
     if spec.mode == "full":
         return losses.kl_full(lq, losses.teacher_logprobs_at(t["logp"], spec.temperature))
     lt, t_R = losses.topk_targets(t["topk_logp"], t.get("logz"), spec.temperature)
+    if spec.mode == "hybrid":
+        return losses.kl_hybrid(lq, t["topk_ids"], lt, t_R, t["tail_ids"], t["tail_counts"], spec.n_draws)
     return losses.kl_topk(lq, t["topk_ids"], lt, t_R)
 
 
@@ -100,7 +119,7 @@ class Objective:
         self.targets = targets or (no_targets if spec.mode is None else cached_targets)
 
     def __call__(self, logits_BLV: torch.Tensor, batch: Batch) -> LossParts:
-        tgt = self.targets(self.spec, batch)
+        tgt = fused_targets(self.spec, self.targets(self.spec, batch))
         total, ce, kl = FusedLoss.apply(logits_BLV, batch.input_ids[:, 1:], self.spec, list(tgt), *tgt.values())
         return LossParts(total, ce, kl if self.spec.mode else None)
 
