@@ -38,6 +38,7 @@ def build(tmp_path_factory, data_dir, teachers):
 
 
 HYBRID = dict(mode="hybrid", k=4, n_draws=8, sample_temperature=2.0)
+COMPACT = HYBRID | dict(head_logp="uint8", sparse_ids="delta", head_order="id")
 
 
 def test_hybrid_cache_arrays_and_verify(build, teachers, data_dir):
@@ -65,22 +66,36 @@ def test_hybrid_cache_arrays_and_verify(build, teachers, data_dir):
 def test_compact_encodings_read_back_canonical(build, teachers):
     """uint8 head + delta ids: the same ids, draws and counts as the plain cache, the head within step / 2."""
     plain = CacheReader(build("hybrid.zarr", **HYBRID)).read(0, WINDOWS)
-    path = build("hybrid_u8.zarr", **HYBRID, head_logp="uint8", sparse_ids="delta")
+    path = build("hybrid_u8.zarr", **COMPACT)
     r = CacheReader(path)
-    assert (r.attrs["head_logp_encoding"], r.attrs["head_logp_step"], r.attrs["sparse_ids_encoding"]) == (
-        "uint8", 1 / 16, "delta")
-    assert str(r.zarr_arrays["topk_logp"].dtype) == "uint8" and r.specs["topk_logp"].decoded_dtype == "float16"
+    assert (r.attrs["head_logp_encoding"], r.attrs["head_logp_step"], r.attrs["sparse_ids_encoding"],
+            r.attrs["head_order"]) == ("uint8", 1 / 16, "delta", "id")
+    assert str(r.zarr_arrays["topk_logp"].dtype) == "uint8" and r.specs["topk_logp"].decoded_dtype == "float32"
+    assert "topk_logp_max" in r.zarr_arrays and "topk_logp_max" not in r.arrays
     enc = r.read(0, WINDOWS)
-    for name in ("input_ids", "topk_ids", "logz", "tail_ids", "tail_counts"):
+    assert list(enc) == r.arrays and str(r.zarr_arrays["topk_ids"].dtype) == "int16"
+    for name in ("input_ids", "logz", "tail_ids", "tail_counts"):
         assert np.array_equal(enc[name], plain[name]), name
-    err = np.abs(enc["topk_logp"].astype(np.float64) - plain["topk_logp"].astype(np.float64))
-    assert enc["topk_logp"].dtype == np.float16 and err.max() <= 1 / 32
+    assert (np.diff(enc["topk_logp"], axis=-1) <= 0).all()  # sorted back by value
+    by_id = [np.take_along_axis(b, np.argsort(b, -1), -1) for b in (enc["topk_ids"], plain["topk_ids"])]
+    assert np.array_equal(*by_id)  # the same head (its order may differ only among equal uint8 values)
+    values = [np.take_along_axis(b["topk_logp"].astype(np.float64), np.argsort(b["topk_ids"], -1), -1)
+              for b in (enc, plain)]
+    err = np.abs(values[0] - values[1])
+    assert enc["topk_logp"].dtype == np.float32 and err.max() <= 1 / 16
+    assert (enc["topk_logp"][..., 0] == plain["topk_logp"][..., 0]).all()  # the top value is stored exactly
     assert np.array_equal(r.read_all()["tail_ids"], plain["tail_ids"])
     stored = r.zarr_arrays["tail_ids"][:]
     assert not np.array_equal(stored, plain["tail_ids"])  # really stored as deltas
     res = run_cli("cache", "verify", path, "--teachers", ",".join(map(str, teachers)), "--windows", "2",
                   "--device", "cpu")
     assert res.exit_code == 0 and "uint8 (step 0.0625 nat, lossy)" in res.stdout, res.stdout
+    topk_plain = CacheReader(build("topk.zarr", mode="topk", k=8)).read(0, WINDOWS)
+    topk_id = CacheReader(build("topk_id.zarr", mode="topk", k=8, head_order="id")).read(0, WINDOWS)
+    assert np.array_equal(topk_plain["topk_logp"], topk_id["topk_logp"])
+    canon = [np.take_along_axis(b["topk_ids"], np.lexsort((b["topk_ids"], -b["topk_logp"])), -1)
+             for b in (topk_plain, topk_id)]  # equal values (untrained teachers: many) in id order
+    assert np.array_equal(*canon)
     sample_plain = CacheReader(build("sample.zarr", mode="sample", n_draws=12)).read(0, WINDOWS)
     sample_delta = CacheReader(build("sample_d.zarr", mode="sample", n_draws=12, sparse_ids="delta")).read(0, WINDOWS)
     assert all(np.array_equal(sample_plain[n], sample_delta[n]) for n in sample_plain)
@@ -90,7 +105,7 @@ def test_compare_reports_hybrid_and_the_encoding_cost(build, tmp_path):
     import json
 
     full = build("full.zarr", mode="full")
-    for name, kw in [("hybrid.zarr", HYBRID), ("hybrid_u8.zarr", HYBRID | dict(head_logp="uint8", sparse_ids="delta"))]:
+    for name, kw in [("hybrid.zarr", HYBRID), ("hybrid_u8.zarr", COMPACT)]:
         res = run_cli("cache", "compare", build(name, **kw), full, "--out", tmp_path / "c.json")
         # full is T=1 data; compare evaluates p at the hybrid cache's own T = 2
         assert res.exit_code == 0, res.stdout
@@ -112,7 +127,7 @@ def test_distill_from_hybrid_cache(build, tmp_path):
     from bl2.distill.config import TrainConfig
     from bl2.distill.run import distill
 
-    cache = build("hybrid_u8.zarr", **HYBRID, head_logp="uint8", sparse_ids="delta")
+    cache = build("hybrid_u8.zarr", **COMPACT)
     cfg = TrainConfig(preset="debug", seed=0, batch_size=8, warmup=1, max_steps=3, alpha=0.5, temperature=2.0,
                       log_every=1, eval_batch_size=32)
     summary = distill(cfg, tmp_path / "s", cache=cache, device="cpu")
@@ -128,7 +143,8 @@ def test_refusals(data_dir, teachers, tmp_path):
     vocab = TokenStore(data_dir).vocab_size
     base = ["cache-logits", "--data", data_dir, "--teachers", str(teachers[0]), "--out", tmp_path / "x.zarr",
             "--seq-len", str(SEQ), "--max-windows", "2", "--device", "cpu"]
-    assert_user_error(run_cli(*base, "--mode", "full", "--head-logp", "uint8"), "--head-logp applies")
+    assert_user_error(run_cli(*base, "--mode", "full", "--head-logp", "uint8"), "--head-logp and --head-order apply")
+    assert_user_error(run_cli(*base, "--mode", "sample", "--head-order", "id"), "--head-order apply")
     assert_user_error(run_cli(*base, "--head-logp", "uint8", "--logp-step", "0.1"), "--logp-step must be one of")
     assert_user_error(run_cli(*base, "--sparse-ids", "delta"), "--sparse-ids applies")
     assert_user_error(run_cli(*base, "--mode", "hybrid", "--temperatures", "1,2"), "only temperature")

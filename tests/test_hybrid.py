@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from bl2.cache.encodings import delta_ids, dequantise_logp, quantise_logp, undelta_ids
+from bl2.cache.encodings import Encoding, decode, delta_ids, dequantise_head, encode, quantise_head, undelta_ids
 from bl2.distill import fused
 from bl2.distill.objective import LossSpec, Objective, cached_targets, fused_targets
 from bl2.distill.sources import Batch
@@ -102,17 +102,26 @@ def test_hybrid_target_expectation_is_p_T():
 
 
 def test_uint8_head_error_bound():
+    """Steps below each position's maximum: the top exact, the rest within step / 2 down to 255 steps below it,
+    sorted, and never more than all the mass (rounded down where nearest would overfill the head)."""
     rng = np.random.default_rng(0)
-    lp = -np.sort(rng.exponential(4.0, size=(200, 64)), -1).astype(np.float16)  # descending, some below -16
-    for step in (1 / 8, 1 / 16, 1 / 32):
-        q = quantise_logp(lp, step)
-        back = dequantise_logp(q, step)
-        assert back.dtype == np.float16 and np.array_equal(back.astype(np.float64), -q.astype(np.float64) * step)
+    p = rng.dirichlet(np.full(400, 0.05), size=300)  # peaked and flat positions, some with a tiny tail
+    lp = np.log(-np.sort(-p, -1)[:, :64]).astype(np.float16)
+    for step, overfilled in [(1 / 4, 62), (1 / 8, 12), (1 / 16, 1)]:  # positions nearest rounding overfills
+        q, top = quantise_head(lp, step)
+        back = dequantise_head(q, top, step)
         ref = lp.astype(np.float64)
-        inside = ref >= -255 * step
-        assert np.abs(back.astype(np.float64) - ref)[inside].max() <= step / 2
-        assert (back[~inside] == np.float16(-255 * step)).all()
-        assert (np.diff(back.astype(np.float64), axis=-1) <= 0).all()  # still sorted
+        assert back.dtype == np.float32 and (back[:, 0] == ref[:, 0]).all() and (q[:, 0] == 0).all()
+        assert np.exp(back.astype(np.float64)).sum(-1).max() <= 1.0
+        assert (np.diff(back, axis=-1) <= 0).all()
+        err = np.abs(back - ref)
+        inside = ref >= ref[:, :1] - 255 * step
+        down = q != np.clip(np.rint((ref[:, :1] - ref) / step), 0, 255)
+        assert down.any(-1).sum() == overfilled
+        down = down.any(-1)  # the rows rounded down: within one step, and below
+        assert err[~down][inside[~down]].max() <= step / 2 + 1e-6
+        assert (err[down] <= step + 1e-6).all() and (back[down] <= ref[down] + 1e-6).all()
+        assert np.allclose(back[~inside], (ref[:, :1] - 255 * step).repeat(64, 1)[~inside])
 
 
 def test_delta_ids_round_trip():
@@ -123,3 +132,16 @@ def test_delta_ids_round_trip():
     d = delta_ids(ids, counts)
     assert (d[counts == 0] == 0).all()
     assert np.array_equal(undelta_ids(d, counts), ids)
+
+
+def test_head_by_id_round_trip():
+    """head_order id: stored sorted by id (ids as int16 deltas), read back sorted by value; equal values by id."""
+    rng = np.random.default_rng(2)
+    ids = np.stack([rng.choice(16000, 8, replace=False) for _ in range(60)]).reshape(6, 10, 8).astype(np.uint16)
+    values = -np.sort(rng.choice(np.arange(0, 12, 0.5), size=(6, 10, 8)), -1).astype(np.float16)  # many ties
+    stored = encode({"topk_ids": ids, "topk_logp": values}, Encoding(head_order="id"))
+    assert stored["topk_ids"].dtype == np.int16 and (np.diff(undelta_ids(stored["topk_ids"]), axis=-1) > 0).all()
+    back = decode(stored, Encoding(head_order="id"))
+    assert np.array_equal(back["topk_logp"], values)
+    key = lambda b: np.take_along_axis(b["topk_ids"], np.lexsort((b["topk_ids"], -b["topk_logp"])), -1)  # noqa: E731
+    assert np.array_equal(back["topk_ids"], key({"topk_ids": ids, "topk_logp": values}))

@@ -258,8 +258,10 @@ def cache_logits(
                                             "online KD to float32 rounding).")] = "float16",
     head_logp: Annotated[str, typer.Option(help="topk, hybrid: float16 | uint8 (lossy: steps of --logp-step "
                                            "nats; `bl2 cache compare` reports the KL it adds).")] = "float16",
-    logp_step: Annotated[float | None, typer.Option(help="--head-logp uint8: step in nats, a power of two "
-                                                    "1/4..1/64 (default 1/16).")] = None,
+    logp_step: Annotated[float | None, typer.Option(help="--head-logp uint8: step in nats below each position's "
+                                                    "top log-prob: 0.25, 0.125 or 0.0625 (default).")] = None,
+    head_order: Annotated[str, typer.Option(help="topk, hybrid: value | id (the head stored sorted by id, ids "
+                                            "delta-coded: smaller; lossless).")] = "value",
     sparse_ids: Annotated[str, typer.Option(help="sample, hybrid: plain | delta (ids stored as differences "
                                             "along the slots; lossless, smaller).")] = "plain",
     offsets: Annotated[int, typer.Option(help="Window alignments N: epoch e of the student uses e mod N.")] = 1,
@@ -283,7 +285,7 @@ def cache_logits(
         data=data, teachers=split_list(teachers), out=out, split=split, mode=mode, k=k,
         temperatures=parse_floats(temperatures, "--temperatures"), ensemble=ENSEMBLE_RULES[ensemble],
         n_draws=n_draws, sample_temperature=sample_temperature, logp_dtype=logp_dtype, head_logp=head_logp,
-        logp_step=logp_step, sparse_ids=sparse_ids, offsets=offsets, seq_len=seq_len,
+        logp_step=logp_step, sparse_ids=sparse_ids, head_order=head_order, offsets=offsets, seq_len=seq_len,
         batch_size=batch_size, device=device, overwrite=overwrite, max_windows=max_windows, seed=seed))
 
 

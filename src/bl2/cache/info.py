@@ -8,15 +8,15 @@ from bl2.cache.reader import CacheReader, dir_nbytes
 # Printed one per line, in this order; the rest (teachers, diagnostics, provenance) get their own sections.
 ATTR_ORDER = ("bl2_cache_format", "mode", "k", "vocab_size", "seq_len", "n_windows", "windows_per_offset",
               "window_offset", "window_offsets", "temperatures", "ensemble", "n_draws", "sample_temperature",
-              "sample_seed", "logp_dtype", "head_logp_encoding", "head_logp_step", "sparse_ids_encoding", "split",
+              "sample_seed", "logp_dtype", "head_logp_encoding", "head_logp_step", "head_order",
+              "sparse_ids_encoding", "split",
               "data_dir", "tokenizer_sha256", "tokens_sha256", "windows_done", "complete", "bl2_version")
 
 
 def array_rows(reader: CacheReader) -> list[tuple[str, str, str, str, int]]:
     """(name, dtype, shape, chunks/shards, bytes on disk) per array."""
     rows = []
-    for name in reader.arrays:
-        spec = reader.specs[name]
+    for name, spec in reader.specs.items():  # as stored (a compact encoding may add arrays)
         stored = dir_nbytes(f"{reader.path}/{name}")
         rows.append((name, spec.dtype, str(list(spec.shape)), f"{spec.chunks[0]}/{spec.shards[0]} rows", stored))
     return rows

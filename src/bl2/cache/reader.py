@@ -126,8 +126,9 @@ class CacheReader:
 
     @property
     def zarr_arrays(self) -> dict:
-        """The open zarr arrays of the mode, by name (for checks that look at the store itself)."""
-        return {name: self._arrays[name] for name in self.arrays}
+        """Every open zarr array of the cache as stored (compact encodings may add some), by name (for checks
+        that look at the store itself)."""
+        return dict(self._arrays)
 
     @property
     def arrays(self) -> list[str]:

@@ -46,7 +46,7 @@ IDENTITY_KEYS = (
     "bl2_cache_format", "mode", "k", "vocab_size", "seq_len", "n_windows", "window_offsets", "windows_per_offset",
     "temperatures", "ensemble", "teacher_sha256", "tokenizer_sha256", "tokens_sha256", "split",
     "n_draws", "sample_temperature", "sample_seed", "logp_dtype",
-    "head_logp_encoding", "head_logp_step", "sparse_ids_encoding",
+    "head_logp_encoding", "head_logp_step", "head_order", "sparse_ids_encoding",
 )
 
 REQUIRED_ATTRS = (
@@ -89,9 +89,12 @@ def array_specs(attrs: dict) -> dict[str, ArraySpec]:
     specs = [ArraySpec("input_ids", "uint16", (n, seq + 1))]
     if mode in ("topk", "hybrid"):
         k = int(attrs["k"])
-        u8 = attrs.get("head_logp_encoding") == "uint8"  # bl2.cache.encodings: read back as float16
-        specs += [ArraySpec("topk_ids", "uint16", (n, seq, k)),
-                  ArraySpec("topk_logp", "uint8" if u8 else "float16", (n, seq, k), "float16" if u8 else None)]
+        u8 = attrs.get("head_logp_encoding") == "uint8"  # bl2.cache.encodings: read back as float32
+        by_id = attrs.get("head_order") == "id"  # bl2.cache.encodings: int16 deltas of the ids sorted
+        specs += [ArraySpec("topk_ids", "int16" if by_id else "uint16", (n, seq, k), "uint16" if by_id else None),
+                  ArraySpec("topk_logp", "uint8" if u8 else "float16", (n, seq, k), "float32" if u8 else None)]
+        if u8:  # each position's top log-prob; topk_logp holds the steps below it
+            specs.append(ArraySpec("topk_logp_max", "float16", (n, seq, 1)))
         if needs_logz(mode, attrs["temperatures"]):
             specs.append(ArraySpec("logz", "float32", (n, seq, len(attrs["temperatures"]))))
     elif mode == "full":

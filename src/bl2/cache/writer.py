@@ -47,6 +47,7 @@ class CacheLogitsConfig:
     head_logp: str = "float16"  # topk, hybrid: float16 | uint8 (lossy, bl2.cache.encodings)
     logp_step: float | None = None  # head_logp uint8: quantisation step in nats (default 1/16)
     sparse_ids: str = "plain"  # sample, hybrid: plain | delta (lossless, bl2.cache.encodings)
+    head_order: str = "value"  # topk, hybrid: value | id (stored by id, ids delta-coded; lossless)
     offsets: int = 1  # window alignments (epoch e of the student uses alignment e mod N)
     seq_len: int | None = None  # default: the teachers' (max_position_embeddings // 2)
     batch_size: int = 32  # windows per teacher forward
@@ -75,8 +76,8 @@ class CacheLogitsConfig:
                     f"--sample-temperature must be > 0, got {self.sample_temperature}")
             require(not temps or temps == [self.sample_temperature], f"in {self.mode} mode the only temperature "
                     "is --sample-temperature (do not pass --temperatures)")
-        require(self.head_logp == "float16" or self.mode in ("topk", "hybrid"),
-                "--head-logp applies to --mode topk and hybrid only")
+        require((self.head_logp, self.head_order) == ("float16", "value") or self.mode in ("topk", "hybrid"),
+                "--head-logp and --head-order apply to --mode topk and hybrid only")
         require(self.sparse_ids == "plain" or self.mode in ("sample", "hybrid"),
                 "--sparse-ids applies to --mode sample and hybrid only")
         _ = self.encoding  # validates --head-logp / --logp-step / --sparse-ids
@@ -87,7 +88,7 @@ class CacheLogitsConfig:
         from bl2.cache.encodings import DEFAULT_STEP, Encoding
 
         step = self.logp_step if self.logp_step is not None or self.head_logp != "uint8" else DEFAULT_STEP
-        return Encoding(self.head_logp, None if step is None else float(step), self.sparse_ids)
+        return Encoding(self.head_logp, None if step is None else float(step), self.sparse_ids, self.head_order)
 
     @property
     def grid(self) -> list[float]:

@@ -81,13 +81,13 @@ CACHE_IDENTITY = ("mode", "k", "n_windows", "seq_len", "temperatures", "ensemble
 
 # Compact encodings (#18) are part of what the cache is; recorded only where they differ from the canonical arrays,
 # so the identity of runs from canonical caches (made before or after #18) is unchanged.
-ENCODING_IDENTITY = ("head_logp_encoding", "head_logp_step", "sparse_ids_encoding")
+ENCODING_IDENTITY = ("head_logp_encoding", "head_logp_step", "head_order", "sparse_ids_encoding")
 
 
 def cache_identity(attrs: dict) -> dict:
     return {k: attrs.get(k) for k in CACHE_IDENTITY} | {
         "teacher_sha256": [t.get("sha256") for t in attrs.get("teachers") or []]} | {
-        k: attrs[k] for k in ENCODING_IDENTITY if attrs.get(k) not in (None, "float16", "plain")}
+        k: attrs[k] for k in ENCODING_IDENTITY if attrs.get(k) not in (None, "float16", "plain", "value")}
 
 
 def cache_job(cfg: TrainConfig, cache, data: str | None = None, cache_in_memory: str = "auto",
