@@ -70,7 +70,7 @@ def test_compact_encodings_read_back_canonical(build, teachers):
     r = CacheReader(path)
     assert (r.attrs["head_logp_encoding"], r.attrs["head_logp_step"], r.attrs["sparse_ids_encoding"],
             r.attrs["head_order"]) == ("uint8", 1 / 16, "delta", "id")
-    assert str(r.zarr_arrays["topk_logp"].dtype) == "uint8" and r.specs["topk_logp"].decoded_dtype == "float32"
+    assert str(r.zarr_arrays["topk_logp"].dtype) == "uint8" and r.specs["topk_logp"].decoded_dtype == "float16"
     assert "topk_logp_max" in r.zarr_arrays and "topk_logp_max" not in r.arrays
     enc = r.read(0, WINDOWS)
     assert list(enc) == r.arrays and str(r.zarr_arrays["topk_ids"].dtype) == "int16"
@@ -82,7 +82,7 @@ def test_compact_encodings_read_back_canonical(build, teachers):
     values = [np.take_along_axis(b["topk_logp"].astype(np.float64), np.argsort(b["topk_ids"], -1), -1)
               for b in (enc, plain)]
     err = np.abs(values[0] - values[1])
-    assert enc["topk_logp"].dtype == np.float32 and err.max() <= 1 / 16
+    assert enc["topk_logp"].dtype == np.float16 and err.max() <= 1 / 16 + 1e-2
     assert (enc["topk_logp"][..., 0] == plain["topk_logp"][..., 0]).all()  # the top value is stored exactly
     assert np.array_equal(r.read_all()["tail_ids"], plain["tail_ids"])
     stored = r.zarr_arrays["tail_ids"][:]

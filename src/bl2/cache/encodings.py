@@ -5,8 +5,9 @@ arrays. Never applied silently: a cache without these attrs holds the canonical 
 - `head_logp_encoding = "uint8"` (lossy; modes topk and hybrid): each position's head is stored as its maximum
   `topk_logp_max` (float16 [W, L, 1], the canonical top-1 value, exact) and `topk_logp` as uint8 steps below it,
   q_i = min(255, round((max - logp_i) / step)) (q_0 = 0), with `head_logp_step` = step, 1/4, 1/8 or 1/16
-  nats; read back as float32 max - q_i * step. Error bound: the top entry is exact; every other entry within 255
-  steps of the max (16 nats at 1/16) reads back within step / 2 of its float16 value, entries further down read
+  nats; read back as float16 max - q_i * step (the canonical dtype). Error bound: the top entry is exact; every
+  other entry within 255 steps of the max (16 nats at 1/16) reads back within step / 2 + 2^-11 |logp_i| (the float16
+  rounding of the result) of its canonical float16 value, entries further down read
   as max - 255 * step (at 1/16: p_i < 1.2e-7 p_0 is read as 1.2e-7 p_0). The head stays sorted (rounding is
   monotone). Where rounding to nearest would give the head more than all the mass at T = 1 (the tail bucket
   t_R = 1 - sum t_i would clamp to 0), that position is rounded down instead (within one step, t_i <= p_i except
@@ -93,18 +94,17 @@ class Encoding:
 
 def quantise_head(logp: np.ndarray, step: float) -> tuple[np.ndarray, np.ndarray]:
     """(uint8 steps below the max [..., k], the max as float16 [..., 1]) of a descending head of log-probs."""
-    lp = logp.astype(np.float32)
-    top = lp[..., :1]
-    below = (top - lp) / np.float32(step)
-    q = np.clip(np.rint(below), 0, 255)
-    over = np.exp(top - q * np.float32(step)).sum(-1) > 1.0  # the tail bucket would clamp to 0: round down there
-    q[over] = np.clip(np.ceil(below[over]), 0, 255)
-    return q.astype(np.uint8), logp[..., :1].astype(np.float16)
+    top = logp[..., :1].astype(np.float16)
+    below = (top.astype(np.float32) - logp.astype(np.float32)) / np.float32(step)
+    q = np.clip(np.rint(below), 0, 255).astype(np.uint8)
+    over = np.exp(dequantise_head(q, top, step).astype(np.float64)).sum(-1) > 1.0  # the tail bucket would clamp
+    q[over] = np.clip(np.ceil(below[over]), 0, 255)  # to 0 there: round those positions down
+    return q, top
 
 
 def dequantise_head(q: np.ndarray, top: np.ndarray, step: float) -> np.ndarray:
-    """float32 max - q * step (exact in float32)."""
-    return top.astype(np.float32) - q.astype(np.float32) * np.float32(step)
+    """float16 max - q * step (computed in float32, rounded once to float16, like the canonical values)."""
+    return (top.astype(np.float32) - q.astype(np.float32) * np.float32(step)).astype(np.float16)
 
 
 def delta_ids(ids: np.ndarray, counts: np.ndarray | None = None) -> np.ndarray:

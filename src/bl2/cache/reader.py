@@ -197,8 +197,8 @@ class CacheReader:
         return out
 
     def nbytes_decoded(self) -> int:
-        """Bytes the whole cache takes in RAM once decoded (all arrays of the mode)."""
-        return sum(spec.nbytes() for spec in self.specs.values())
+        """Bytes the whole cache takes in RAM once decoded (the arrays `read` returns)."""
+        return sum(self.specs[name].nbytes() for name in self.arrays)
 
     def nbytes_stored(self) -> int:
         """Bytes of the store's files / objects."""

@@ -89,10 +89,10 @@ def array_specs(attrs: dict) -> dict[str, ArraySpec]:
     specs = [ArraySpec("input_ids", "uint16", (n, seq + 1))]
     if mode in ("topk", "hybrid"):
         k = int(attrs["k"])
-        u8 = attrs.get("head_logp_encoding") == "uint8"  # bl2.cache.encodings: read back as float32
+        u8 = attrs.get("head_logp_encoding") == "uint8"  # bl2.cache.encodings: read back as float16
         by_id = attrs.get("head_order") == "id"  # bl2.cache.encodings: int16 deltas of the ids sorted
         specs += [ArraySpec("topk_ids", "int16" if by_id else "uint16", (n, seq, k), "uint16" if by_id else None),
-                  ArraySpec("topk_logp", "uint8" if u8 else "float16", (n, seq, k), "float32" if u8 else None)]
+                  ArraySpec("topk_logp", "uint8" if u8 else "float16", (n, seq, k), "float16" if u8 else None)]
         if u8:  # each position's top log-prob; topk_logp holds the steps below it
             specs.append(ArraySpec("topk_logp_max", "float16", (n, seq, 1)))
         if needs_logz(mode, attrs["temperatures"]):
