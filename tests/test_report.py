@@ -80,7 +80,7 @@ def test_every_file_roles_and_numbers_equal_the_inputs(study, tmp_path):
     assert {m["label"]: m["group"] for m in doc["models"]} == {
         "teacher0": "teachers", "teacher1": "teachers", "ensemble(teacher0+teacher1)": "direct ensemble",
         "student0": "students (2 teachers)", "student1": "students (2 teachers)", "student2": "students (2 teachers)",
-        "CE only": "baselines", "trial-0": "sweep study-a"}
+        "CE only": "baselines (alpha 1)", "trial-0": "sweep study-a"}
     # the numbers are the evaluation JSONs' (the table shows them rounded)
     loss = json.loads((study["evals"] / "loss_teachers.json").read_text())["results"]
     blimp = json.loads((study["evals"] / "blimp_teachers.json").read_text())["results"]
@@ -128,10 +128,11 @@ def test_same_inputs_identical_files(study, tmp_path):
 def test_teacher_found_by_weights_hash(study, tmp_path):
     moved = tmp_path / "elsewhere" / "t1"
     shutil.copytree(study["teachers"][1], moved)  # not the path the cache recorded: the sha256 identifies it
-    r = run_cli("report", moved, study["students"][0], study["baseline"], "--out", tmp_path / "rep")
+    r = run_cli("report", moved, study["students"][0], study["baseline"], "--group", f"{study['baseline']}=controls",
+                "--out", tmp_path / "rep")
     assert r.exit_code == 0, r.stderr
     groups = {m["label"]: m["group"] for m in json.loads((tmp_path / "rep" / "results.json").read_text())["models"]}
-    assert groups == {"t1": "teachers", "student0": "students (2 teachers)", "baseline0": "baselines"}
+    assert groups == {"t1": "teachers", "student0": "students (2 teachers)", "baseline0": "controls"}
 
 
 def test_bad_inputs_are_one_line_errors(study, tmp_path, monkeypatch):

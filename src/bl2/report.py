@@ -6,7 +6,8 @@ analogue (BLiMP against validation CE with a fitted line and R²), cache diagnos
 Roles (report_inputs.py): `pretrain` = teacher when a distilled student of the report learned from it (its
 weights' sha256 or path is among the student's cache teachers), else baseline; `distill` / `distill-online` =
 student (N teachers), or baseline when alpha = 1 (CE only); a run.json with a top-level `sweep` record = sweep
-trial (grouped by study); an evaluation over several dirs = their direct ensemble. Missing evaluations leave
+trial (grouped by study); an evaluation over several dirs = their direct ensemble. `--label` and `--group`
+override a run's name and group (e.g. a teacher seed that no student learned from). Missing evaluations leave
 gaps; inputs that hold nothing bl2 made are one-line errors.
 
 Same inputs, byte-identical report.md, results.json and SVGs (no dates, sorted inputs, fixed SVG ids).
@@ -38,6 +39,7 @@ class ReportConfig:
     evals: list[str] = field(default_factory=list)  # eval JSON files (`bl2 eval ... --out`) or folders of them
     caches: list[str] = field(default_factory=list)  # caches whose diagnostics are shown
     labels: dict[str, str] = field(default_factory=dict)  # run dir -> name shown instead of the dir's name
+    groups: dict[str, str] = field(default_factory=dict)  # run dir -> group instead of the one its role gives
     overwrite: bool = False  # replace an existing report folder
 
     def __post_init__(self):
@@ -45,14 +47,14 @@ class ReportConfig:
         self.out = Path(self.out)
 
 
-def parse_labels(values: list[str]) -> dict[str, str]:
-    """--label DIR=NAME (the last '=' splits, so a dir may contain one)."""
-    labels = {}
+def parse_pairs(values: list[str], option: str) -> dict[str, str]:
+    """--label / --group DIR=NAME (the last '=' splits, so a dir may contain one)."""
+    pairs = {}
     for v in values:
         dir_, sep, name = v.rpartition("=")
-        require(bool(sep and dir_ and name.strip()), f"--label takes DIR=NAME, got {v!r}")
-        labels[dir_] = name.strip()
-    return labels
+        require(bool(sep and dir_ and name.strip()), f"{option} takes DIR=NAME, got {v!r}")
+        pairs[dir_] = name.strip()
+    return pairs
 
 
 def require_matplotlib() -> None:
@@ -76,7 +78,7 @@ def report(cfg: ReportConfig) -> Path:
     from bl2.report_inputs import attach_evals, collect_runs, find_eval_docs, ordered, read_cache
 
     require_matplotlib()
-    models = collect_runs(cfg.runs, cfg.labels)
+    models = collect_runs(cfg.runs, cfg.labels, cfg.groups)
     docs = find_eval_docs(cfg.evals)
     unmatched = attach_evals(docs, models)
     caches = [read_cache(c) for c in cfg.caches]

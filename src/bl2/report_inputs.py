@@ -133,9 +133,10 @@ def assign_role(model: Model, info: dict, teacher_paths: set[str], teacher_shas:
         model.role, model.group = "sweep trial", f"sweep {Path(str(sweep.get('study', 'study'))).name}"
     elif command == "pretrain":
         model.role = "teacher" if is_teacher(model, teacher_paths, teacher_shas) else "baseline"
-        model.group = "teachers" if model.role == "teacher" else "baselines"
+        model.group = "teachers" if model.role == "teacher" else "baselines (pretrained)"
     elif cfg.get("alpha") == 1:
-        model.role, model.group = "baseline", "baselines"  # a distill run with alpha = 1 learns from CE only
+        # a distill run with alpha = 1 learns from CE only, on the cache's windows (pretraining redraws them)
+        model.role, model.group = "baseline", "baselines (alpha 1)"
     else:
         records = (ident.get("cache") or {}).get("teachers") or ident.get("teachers") or []
         n = len(records)
@@ -156,7 +157,8 @@ def is_teacher(model: Model, paths: set[str], shas: set[str]) -> bool:
         return False
 
 
-def collect_runs(args: list[str], labels: dict[str, str]) -> dict[str, Model]:
+def collect_runs(args: list[str], labels: dict[str, str], groups: dict[str, str] | None = None) -> dict[str, Model]:
+    """The run dirs of the arguments with their roles; --label and --group (DIR -> NAME) override."""
     loaded = [load_run(p) for p in find_run_dirs(args)]
     paths, shas = teacher_refs([info for _, info in loaded])
     models = {}
@@ -164,10 +166,11 @@ def collect_runs(args: list[str], labels: dict[str, str]) -> dict[str, Model]:
         assign_role(model, info, paths, shas)
         models[model.key] = model
     unique_labels(list(models.values()))
-    for dir_, name in labels.items():
-        key = str(local_path(dir_).resolve())
-        require(key in models, f"--label {dir_}={name}: {dir_} is not one of the report's run dirs")
-        models[key].label = name
+    for option, mapping in (("label", labels), ("group", groups or {})):
+        for dir_, name in mapping.items():
+            key = str(local_path(dir_).resolve())
+            require(key in models, f"--{option} {dir_}={name}: {dir_} is not one of the report's run dirs")
+            setattr(models[key], option, name)
     return models
 
 
