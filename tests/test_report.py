@@ -170,3 +170,14 @@ def test_match_by_path_tail(study):
     assert match_dir("runs/student1", models) == str(study["students"][1].resolve())
     assert match_dir("student1", models) == str(study["students"][1].resolve())
     assert match_dir("other/student1", models) is None
+
+
+def test_train_time_adds_the_segments_of_a_resumed_run():
+    from bl2.report_inputs import train_seconds
+
+    rows = [{"kind": "train", "step": 2, "elapsed_s": 4.0}, {"kind": "train", "step": 4, "elapsed_s": 10.0},
+            {"kind": "event", "event": "resume", "step": 4}, {"kind": "train", "step": 6, "elapsed_s": 5.0},
+            {"kind": "event", "event": "done", "step": 6, "train_s": 7.0}]
+    assert train_seconds(rows) == 17.0
+    assert train_seconds(rows[:4]) == 15.0  # still running: the last row so far
+    assert train_seconds([]) is None

@@ -78,8 +78,7 @@ def load_run(path: Path) -> tuple[Model, dict]:
             f"{path / RUN_JSON} has no bl2 command (identity.command); is it a bl2 run dir?")
     cfg = info.get("config") or {}
     rows = metrics.read(path / metrics.FILENAME)
-    train = [r for r in rows if metrics._kind(r) == "train"]
-    val = [r for r in rows if metrics._kind(r) == "val"]
+    train, val = metrics.read(path / metrics.FILENAME, "train"), metrics.read(path / metrics.FILENAME, "val")
     model = Model(str(path.resolve()), str(path), path.name, "", "", n_params=info.get("n_params"),
                   train=train, val=val, kl_reduction=cfg.get("kl_reduction"))
     model.best_val_ce = min((r["val_ce"] for r in val), default=None)
@@ -104,10 +103,9 @@ def train_seconds(rows: list[dict]) -> float | None:
     last one's `done` train_s."""
     total, segment, seen = 0.0, 0.0, False
     for r in rows:
-        kind = metrics._kind(r)
-        if kind == "train" and r.get("elapsed_s") is not None:
+        if r.get("elapsed_s") is not None:  # train rows
             segment, seen = float(r["elapsed_s"]), True
-        elif kind == "event" and r.get("event") in ("resume", "done"):
+        elif r.get("event") in ("resume", "done"):
             if r["event"] == "done" and r.get("train_s") is not None:
                 segment, seen = float(r["train_s"]), True
             total, segment = total + segment, 0.0
