@@ -75,12 +75,13 @@ def report(cfg: ReportConfig) -> Path:
     """Collect and check every input, then write the report; returns the path of report.md."""
     from bl2.progress import console
     from bl2.report_figures import draw_all
-    from bl2.report_inputs import attach_evals, collect_runs, find_eval_docs, ordered, read_cache
+    from bl2.report_inputs import attach_evals, collect_runs, fill_val_ce, find_eval_docs, ordered, read_cache
 
     require_matplotlib()
     models = collect_runs(cfg.runs, cfg.labels, cfg.groups)
     docs = find_eval_docs(cfg.evals)
     unmatched = attach_evals(docs, models)
+    fill_val_ce(models)
     caches = [read_cache(c) for c in cfg.caches]
     rows = ordered(models)
     doc = results_doc(rows, caches)
@@ -108,8 +109,8 @@ def group_stats(rows: list[Model], names: list[str]) -> list[dict]:
     for g in groups:
         members = [m for m in rows if m.group == g]
         stats = {}
-        for name in names + ["best val CE"]:
-            values = finite([m.val_ce if name == "best val CE" else m.metrics.get(name) for m in members])
+        for name in names:
+            values = finite([m.metrics.get(name) for m in members])
             if values:
                 stats[name] = summary(values)
         out.append({"group": g, "n": len(members), "metrics": stats})
@@ -141,7 +142,7 @@ def results_doc(rows: list[Model], caches: list[dict]) -> dict:
             pts = blimp_points(rows, name)
             fits[name] = linear_fit([p[1] for p in pts], [p[2] for p in pts])
     models = [{"label": m.label, "path": m.path, "role": m.role, "group": m.group, "n_params": m.n_params,
-               "tokens_seen": m.tokens_seen, "train_s": m.train_s, "best_val_ce": m.val_ce, "metrics": m.metrics}
+               "tokens_seen": m.tokens_seen, "train_s": m.train_s, "best_val_ce": m.best_val_ce, "metrics": m.metrics}
               for m in rows]
     cache_docs = [{k: v for k, v in c.items() if k != "dist"} for c in caches]
     return {"models": models, "metrics": names, "groups": group_stats(rows, names), "fits": fits,
@@ -175,24 +176,21 @@ def table(header: list[str], body: list[list[str]]) -> list[str]:
 
 
 def results_table(rows: list[Model], names: list[str]) -> list[str]:
-    header = ["model", "group"] + names + ["best val CE", "parameters", "tokens seen", "train time"]
+    header = ["model", "group"] + names + ["parameters", "tokens seen", "train time"]
     body = [[m.label, m.group] + [fmt(n, m.metrics.get(n)) for n in names]
-            + [fmt(" CE", m.val_ce), human(m.n_params), human(m.tokens_seen), duration(m.train_s)] for m in rows]
+            + [human(m.n_params), human(m.tokens_seen), duration(m.train_s)] for m in rows]
     return table(header, body)
 
 
 def groups_table(groups: list[dict], names: list[str]) -> list[str]:
-    cols = names + ["best val CE"]
-
     def cell(g, name):
         s = g["metrics"].get(name)
         if s is None:
             return "–"
-        metric = " CE" if name == "best val CE" else name
-        spread = "" if s["sd"] is None else f" ± {fmt(metric, s['sd'])}"
-        return f"{fmt(metric, s['mean'])}{spread} ({s['n']})"
+        spread = "" if s["sd"] is None else f" ± {fmt(name, s['sd'])}"
+        return f"{fmt(name, s['mean'])}{spread} ({s['n']})"
 
-    return table(["group", "models"] + cols, [[g["group"], str(g["n"])] + [cell(g, n) for n in cols] for g in groups])
+    return table(["group", "models"] + names, [[g["group"], str(g["n"])] + [cell(g, n) for n in names] for g in groups])
 
 
 def cache_table(caches: list[dict]) -> list[str]:
@@ -222,11 +220,13 @@ def markdown(rows: list[Model], doc: dict, figures: dict, eval_files: list[str],
              f"{n_caches} cache{'s' * (n_caches != 1)}. CE in nats/token (lower is better); BLiMP accuracy in % "
              "(chance 50). A gap (–) is an evaluation that was not found.", "", "## Results", ""]
     lines += results_table(rows, names)
-    lines += ["", "best val CE: the lowest validation CE of the run (bl2 keeps those weights as the final model). "
-              "Direct ensembles: parameters, tokens and time summed over their members.", "",
+    lines += ["", "val CE: validation CE of the final weights: an `eval loss --split val` where one was found, else "
+              "the best validation of training (bl2 keeps those weights). Direct ensembles: parameters, tokens and "
+              "time summed over their members.", "",
               "## Groups (mean ± sd over members, n)", ""]
     lines += groups_table(doc["groups"], names)
     lines += ["", "sd: sample standard deviation (n − 1); a single value has none.", "", "## Training curves", ""]
+    lines += ["The y axes cover the last 70 % of training: the first steps (CE near ln V) are cut off.", ""]
     lines += figure("Training curves", figures.get("curves"))
     lines += ["## Figure 1 analogue: every metric by group", "",
               "Violins for groups of 3 or more models, a dot per model, black ticks: the group's mean ± sd.", ""]

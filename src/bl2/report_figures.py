@@ -21,6 +21,7 @@ LINESTYLES = ("-", "--", ":", "-.")
 RC = {"svg.hashsalt": "bl2-report", "font.size": 9, "axes.titlesize": 10, "axes.spines.top": False,
       "axes.spines.right": False, "axes.grid": True, "grid.alpha": 0.3, "savefig.dpi": 120}
 STEMS = {"curves": "curves", "fig1": "fig1_metrics", "fig2": "fig2_blimp_vs_val_ce", "caches": "caches"}
+FOCUS = 0.3  # the curves' y range covers the steps after this fraction of the longest run
 MAX_RUN_LEGEND = 16  # more runs than this: the curves' legend names groups instead of runs
 
 
@@ -117,13 +118,14 @@ def curves(rows: list[Model], styles: dict):
 
 
 def focus(ax, points: list[tuple[float, float]]) -> None:
-    """y range of the curves after the first 5 % of steps: the start of training (CE ~ ln V) would flatten
-    everything that matters."""
+    """y range of the curves' last 70 % of steps: the start of training (CE ~ ln V) would flatten the
+    differences that matter, so it is cut off."""
     last = max(p[0] for p in points)
-    late = [p[1] for p in points if p[0] >= 0.05 * last] or [p[1] for p in points]
+    late = [p[1] for p in points if p[0] >= FOCUS * last] or [p[1] for p in points]
     lo, hi = min(late), max(late)
     pad = 0.05 * (hi - lo) or 0.05 * abs(hi) or 0.1
     ax.set_ylim(lo - pad, hi + pad)
+    ax.set_xlim(FOCUS * last - 0.03 * last, last * 1.03)
 
 
 # ----------------------------------------------------------------------------------------------- figure 1
@@ -160,7 +162,7 @@ def group_panel(ax, x: int, values: list[float], labels: list[str], style: tuple
     n = len(values)
     xs = [x + (-0.15 + 0.3 * i / (n - 1) if n > 1 else 0.0) for i in range(n)]  # fixed spread, no random jitter
     ax.scatter(xs, values, color=colour, marker=marker, edgecolor="black", linewidth=0.5, s=24, zorder=3)
-    if n <= 2:
+    if n == 2:  # a group of one is named by its tick; a group of 3+ is a distribution
         for xi, v, label in zip(xs, values, labels):
             ax.annotate(label, (xi, v), xytext=(5, 0), textcoords="offset points", fontsize=7, va="center")
     if n > 1:
@@ -224,7 +226,7 @@ def cache_figure(caches: list[dict]):
     ax.set(title="head mass per position (first windows)", xlabel="probability kept by the top-k",
            ylabel="density (positions)")
     ax = axes[1]
-    ax.bar(range(len(caches)), [c["bytes_per_token"] for c in caches],
+    ax.bar(range(len(caches)), [c["bytes_per_token"] for c in caches], width=0.5,
            color=[OKABE_ITO[i % len(OKABE_ITO)] for i in range(len(caches))])
     ax.set_xticks(range(len(caches)), names, rotation=25, ha="right")
     ax.set(title="size on disk", ylabel="bytes/token")

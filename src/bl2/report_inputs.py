@@ -30,7 +30,7 @@ class Model:
     n_params: int | None = None
     tokens_seen: int | None = None
     train_s: float | None = None  # training loop wall time (all segments of a resumed run)
-    best_val_ce: float | None = None
+    best_val_ce: float | None = None  # the lowest validation CE of training (bl2 keeps those weights)
     metrics: dict[str, float] = field(default_factory=dict)  # "test CE" (nats/token), "BLiMP filtered" (%), ...
     train: list[dict] = field(default_factory=list)  # metrics.jsonl rows of kind train
     val: list[dict] = field(default_factory=list)  # rows of kind val
@@ -39,8 +39,8 @@ class Model:
 
     @property
     def val_ce(self) -> float | None:
-        """Validation CE of the final weights (the best validation), else an `eval loss --split val`."""
-        return self.best_val_ce if self.best_val_ce is not None else self.metrics.get("val CE")
+        """Validation CE of the final weights (see fill_val_ce)."""
+        return self.metrics.get("val CE")
 
 
 # ----------------------------------------------------------------------------------------------- run dirs
@@ -268,6 +268,14 @@ def attach_evals(docs: list[tuple[Path, dict, str]], models: dict[str, Model]) -
                 for metric, value in scores.items():
                     put(dirs[0], metric, value, path)
     return unmatched
+
+
+def fill_val_ce(models: dict[str, Model]) -> None:
+    """"val CE" = the validation CE of the final weights: an `eval loss --split val` where one was found, else
+    the best validation of training (the weights bl2 keeps; the two agree, both score the val split's windows)."""
+    for m in models.values():
+        if "val CE" not in m.metrics and m.best_val_ce is not None:
+            m.metrics["val CE"] = m.best_val_ce
 
 
 def suite_metric(suite: str) -> str:
