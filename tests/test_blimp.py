@@ -173,10 +173,23 @@ def test_tie_counts_as_correct(tmp_path, debug_model_dir):
     root = tmp_path / "ties"
     write_jsonl(root / "same.jsonl", [("The dog eats.", "The dog eats."), ("A cat.", "A cat.")])
     [res] = evaluate_blimp([debug_model_dir], root, progress=False, show=False)
-    assert res.suites["ties"]["subtasks"]["same"]["acc"] == 1.0
+    assert res.suites["ties"]["subtasks"]["same"] == {"acc": 1.0, "n": 2, "ties": 2}
     # and on a hand-made score matrix: equal scores are correct, a lower good score is not
     st = SubtaskPairs("s", "t", [Pair(0, "a", "b"), Pair(1, "c", "d")], np.array([0, 2]), np.array([1, 3]))
     assert st.correct(np.array([[-1.0, -1.0, -2.0, -1.5]])).tolist() == [[True, False]]
+    assert st.ties(np.array([[-1.0, -1.0, -2.0, -1.5]])).tolist() == [[True, False]]
+
+
+def test_ties_are_reported_per_subtask_and_suite(tmp_path):
+    """One tie in subtask a (counted correct), none in b; the suite adds them up; samples flag the tie."""
+    a = SubtaskPairs("toy", "a", [Pair(0, "g0", "b0"), Pair(1, "g1", "b1")], np.array([0, 1]), np.array([2, 3]))
+    b = SubtaskPairs("toy", "b", [Pair(0, "G0", "B0")], np.array([4]), np.array([5]))
+    scores = np.array([[-1.0, -3.0, -1.0, -2.0, -1.0, -2.0]])
+    [res] = summarise(scores, [a, b], [Path("m")])
+    assert res.suites["toy"]["subtasks"]["a"] == {"acc": 0.5, "n": 2, "ties": 1}
+    assert res.suites["toy"]["subtasks"]["b"]["ties"] == 0 and res.suites["toy"]["ties"] == 1
+    samples = [json.loads(line) for line in blimp.sample_lines(scores, [a, b])]
+    assert [s["tie"] for s in samples] == [True, False, False] and samples[0]["correct"]
 
 
 def test_suite_score_is_unweighted_mean_of_subtasks():
@@ -188,7 +201,7 @@ def test_suite_score_is_unweighted_mean_of_subtasks():
     scores = np.array([[-1, -9, -9, -9, -2, -1, -1, -1, -1, -1, -3, -3]], dtype=float)
     [res] = summarise(scores, [a, b], [Path("m")])
     toy = res.suites["toy"]
-    assert toy["subtasks"] == {"a": {"acc": 0.25, "n": 4}, "b": {"acc": 1.0, "n": 2}}
+    assert toy["subtasks"] == {"a": {"acc": 0.25, "n": 4, "ties": 0}, "b": {"acc": 1.0, "n": 2, "ties": 0}}
     assert toy["score"] == pytest.approx(0.625) and toy["n_pairs"] == 6 and res.average is None
 
 
@@ -242,7 +255,8 @@ def test_cli_end_to_end(tmp_path, eval_dir, debug_model_dir, monkeypatch):
     samples = read_samples(log)
     assert len(samples) == 4
     assert set(samples[0]) == {"suite", "subtask", "index", "sentence_good", "sentence_bad", "logp_good",
-                               "logp_bad", "correct"}
+                               "logp_bad", "correct", "tie"}
+    assert "ties" in result.output and doc["settings"]["tie_rule"].startswith("a tie (equal log-probabilities)")
     assert [(s["subtask"], s["index"]) for s in samples] == [("agreement", 0), ("agreement", 1), ("islands", 0),
                                                              ("turn_taking", 0)]
     assert samples[-1]["sentence_good"] == "A: Do you like it?\nB: Yes, I do."

@@ -155,7 +155,9 @@ def test_incomplete_cache_refuses_unwritten_rows(topk, tmp_path):
 
     path = tmp_path / "partial.zarr"
     shutil.copytree(topk, path)
-    zarr.open_group(str(path), mode="r+").attrs.update({"windows_done": 0, "complete": False})
+    group = zarr.open_group(str(path), mode="r+")
+    group.attrs.update({"complete": False})
+    group["committed"][0] = 0  # shard 0 not committed (format v2's per-shard record)
     r = CacheReader(str(path))
     with pytest.raises(UserError, match="incomplete"):
         r.require_complete()

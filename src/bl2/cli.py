@@ -51,6 +51,29 @@ def user_errors(fn):
     return wrapper
 
 
+StorageOpt = Annotated[str | None, typer.Option(
+    "--storage-options", envvar="BL2_STORAGE_OPTIONS",
+    help="JSON of fsspec options for s3:// (gs://, ...) locations, e.g. '{\"anon\": false}'; credentials and "
+    "endpoint otherwise come from the usual environment (AWS_ACCESS_KEY_ID, AWS_ENDPOINT_URL, ...).")]
+
+
+def use_storage_options(value: str | None) -> None:
+    """Apply --storage-options for every remote location of this process."""
+    import json
+
+    from bl2 import storage
+
+    if value is None:
+        return
+    try:
+        options = json.loads(value)
+    except ValueError:
+        raise UserError(f"--storage-options must be a JSON object, got {value!r}") from None
+    if not isinstance(options, dict):
+        raise UserError(f"--storage-options must be a JSON object, got {value!r}")
+    storage.configure(options)
+
+
 def split_list(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
@@ -65,8 +88,10 @@ def prepare(
     vocab_size: Annotated[int, typer.Option(help="BPE vocabulary size (260..65536).")] = 16000,
     val_fraction: Annotated[float, typer.Option(help="Last fraction of every train file's lines -> val.")] = 0.05,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing DATA_DIR.")] = False,
+    storage_options: StorageOpt = None,
 ):
     """Clean, split and tokenize a corpus into DATA_DIR. Empty files are skipped with a warning."""
+    use_storage_options(storage_options)
     from bl2.data.prepare import PrepareConfig
     from bl2.data.prepare import prepare as run
 
@@ -93,6 +118,9 @@ LogEveryOpt = Annotated[int | None, typer.Option(help="Steps between log lines (
 ValEveryOpt = Annotated[int | None, typer.Option(help="Steps between validations (default: each epoch's end).")]
 CkptOpt = Annotated[int | None, typer.Option(help="Steps between checkpoints (default 200).")]
 CompileOpt = Annotated[bool | None, typer.Option("--compile", help="torch.compile the model.")]
+WordCkptOpt = Annotated[str | None, typer.Option(
+    help="Save a Hugging Face model dir RUN/word-checkpoints/chck_1M/ .. as the run passes each count of words "
+    "seen: `babylm` (1M..10M, 20M..100M, 200M..1000M: the BabyLM 2025 revisions) or a list like 1M,5M,500K.")]
 ConfigOpt = Annotated[Path | None, typer.Option(help="YAML file of config keys (command-line values win).")]
 ResumeOpt = Annotated[bool, typer.Option(help="Continue from the newest checkpoint in --out.")]
 OverwriteOpt = Annotated[bool, typer.Option(help="Replace an existing run dir.")]
@@ -100,7 +128,7 @@ OverwriteOpt = Annotated[bool, typer.Option(help="Replace an existing run dir.")
 
 # the training options that pretrain and distill share (their parameters of the same names)
 TRAIN_OPTIONS = ("seed", "epochs", "lr", "batch_size", "grad_accum", "warmup", "weight_decay", "max_steps",
-                 "val_every", "log_every", "ckpt_every", "compile")
+                 "val_every", "log_every", "ckpt_every", "compile", "word_checkpoints")
 
 
 def train_config(preset: str, config: Path | None, options: dict, **extra):
@@ -129,12 +157,15 @@ def pretrain(
     log_every: LogEveryOpt = None,
     ckpt_every: CkptOpt = None,
     compile: CompileOpt = None,
+    word_checkpoints: WordCkptOpt = None,
     config: ConfigOpt = None,
     resume: ResumeOpt = False,
     overwrite: OverwriteOpt = False,
     device: DeviceOpt = "auto",
+    storage_options: StorageOpt = None,
 ):
     """Pretrain a Llama preset from scratch with cross-entropy (a teacher, or a no-distillation baseline)."""
+    use_storage_options(storage_options)
     from bl2.distill.run import pretrain as run
 
     cfg = train_config(preset, config, locals())
@@ -158,6 +189,9 @@ def distill(
     ensemble: Annotated[str, typer.Option(help="Online teachers: logit-mean (the paper) | prob-mean.")] = "logit-mean",
     cache_in_memory: Annotated[str, typer.Option(help="auto (if it fits half the free RAM) | yes | no.")] = "auto",
     shuffle_buffer: Annotated[int | None, typer.Option(help="Windows shuffled together (default 8192).")] = None,
+    teacher_words: Annotated[str | None, typer.Option(
+        help="Words the teachers were trained on, for the budget ledger when their run.json cannot tell: one "
+        "count for each (e.g. 80M) or one per teacher (80M,80M).")] = None,
     seed: SeedOpt = None,
     epochs: EpochsOpt = None,
     lr: LrOpt = None,
@@ -170,13 +204,17 @@ def distill(
     log_every: LogEveryOpt = None,
     ckpt_every: CkptOpt = None,
     compile: CompileOpt = None,
+    word_checkpoints: WordCkptOpt = None,
     config: ConfigOpt = None,
     resume: ResumeOpt = False,
     overwrite: OverwriteOpt = False,
     device: DeviceOpt = "auto",
+    storage_options: StorageOpt = None,
 ):
     """Train a student on alpha * CE + (1 - alpha) * T^2 * KL(teachers || student), from a cache or live."""
+    use_storage_options(storage_options)
     from bl2.distill.run import distill as run
+    from bl2.distill.words import parse_count
 
     cfg = train_config(preset, config, locals(), alpha=alpha, temperature=temperature,
                        kl_reduction=kl_reduction, shuffle_buffer=shuffle_buffer)
@@ -185,7 +223,7 @@ def distill(
         raise UserError(f"unknown --ensemble {ensemble!r}; choose logit-mean or prob-mean")
     run(cfg, out, cache=cache, teachers=split_list(teachers) if teachers else None,
         data_dir=data, ensemble=rule, cache_in_memory=cache_in_memory, resume=resume, overwrite=overwrite,
-        device=device)
+        device=device, teacher_words=[parse_count(w, "--teacher-words") for w in split_list(teacher_words or "")])
 
 
 # ----------------------------------------------------------------------------------------------- cache-logits
@@ -214,6 +252,8 @@ def cache_logits(
         "logit-mean"),
     n_draws: Annotated[int, typer.Option(help="sample: draws with replacement per position (1..255).")] = 50,
     sample_temperature: Annotated[float, typer.Option(help="sample: draw from p_T at this T.")] = 1.0,
+    logp_dtype: Annotated[str, typer.Option(help="full: float16 (half the bytes) | float32 (offline KD equals "
+                                            "online KD to float32 rounding).")] = "float16",
     offsets: Annotated[int, typer.Option(help="Window alignments N: epoch e of the student uses e mod N.")] = 1,
     seq_len: Annotated[int | None, typer.Option(help="Window length (default: the teachers' seq_len).")] = None,
     batch_size: Annotated[int, typer.Option(help="Windows per teacher forward.")] = 32,
@@ -221,9 +261,11 @@ def cache_logits(
     seed: Annotated[int, typer.Option(help="sample: seed mixed with each window's index.")] = 0,
     device: Annotated[str, typer.Option(help="auto (cuda, then mps, then cpu) | cpu | cuda | mps.")] = "auto",
     overwrite: Annotated[bool, typer.Option(help="Replace an existing cache made with other settings.")] = False,
+    storage_options: StorageOpt = None,
 ):
     """Run the teacher ensemble once over a split's windows and store its soft targets in a Zarr cache.
     Rerun the same command after an interruption to resume; a finished cache is left as it is."""
+    use_storage_options(storage_options)
     from bl2.cache.writer import CacheLogitsConfig
     from bl2.cache.writer import cache_logits as run
 
@@ -232,14 +274,18 @@ def cache_logits(
     run(CacheLogitsConfig(
         data=data, teachers=split_list(teachers), out=out, split=split, mode=mode, k=k,
         temperatures=parse_floats(temperatures, "--temperatures"), ensemble=ENSEMBLE_RULES[ensemble],
-        n_draws=n_draws, sample_temperature=sample_temperature, offsets=offsets, seq_len=seq_len,
+        n_draws=n_draws, sample_temperature=sample_temperature, logp_dtype=logp_dtype, offsets=offsets, seq_len=seq_len,
         batch_size=batch_size, device=device, overwrite=overwrite, max_windows=max_windows, seed=seed))
 
 
 @cache_app.command("info")
 @user_errors
-def cache_info(cache: Annotated[str, typer.Argument(help="Cache path.")]):
+def cache_info(
+    cache: Annotated[str, typer.Argument(help="Cache path.")],
+    storage_options: StorageOpt = None,
+):
     """Attrs, arrays (shape, dtype, chunks), size on disk, bytes per token and diagnostics of a cache."""
+    use_storage_options(storage_options)
     from bl2.cache.info import cache_info as run
 
     run(cache)
@@ -253,8 +299,10 @@ def cache_verify(
     teachers: Annotated[str | None, typer.Option(help="Teacher dirs: recompute random windows and compare.")] = None,
     windows: Annotated[int, typer.Option(help="Windows to recompute with --teachers.")] = 4,
     device: Annotated[str, typer.Option(help="Device for the recomputation.")] = "auto",
+    storage_options: StorageOpt = None,
 ):
     """Read everything (checksums), check attrs, counts, tokens and ordering; exit 1 if any check fails."""
+    use_storage_options(storage_options)
     from bl2.cache.verify import verify
 
     ok = verify(cache, data=data, teachers=split_list(teachers) if teachers else None,
@@ -270,8 +318,10 @@ def cache_compare(
     full: Annotated[str, typer.Argument(help="A full-mode cache of the same windows (same teachers and data).")],
     windows: Annotated[int | None, typer.Option(help="Compare only the first N windows per alignment.")] = None,
     out: Annotated[Path | None, typer.Option(help="Write the table as JSON.")] = None,
+    storage_options: StorageOpt = None,
 ):
     """How far a sparse cache's targets are from the full distribution: KL, head mass, gradient error."""
+    use_storage_options(storage_options)
     from bl2.cache.compare import compare
 
     compare(sparse, full, max_windows=windows, out=out)
@@ -287,14 +337,22 @@ def eval_loss(
     split: Annotated[str, typer.Option(help="test | val | train.")] = "test",
     seq_len: Annotated[int | None, typer.Option(help="Window length (default: max_position_embeddings / 2).")] = None,
     batch_size: Annotated[int, typer.Option(help="Windows per forward.")] = 32,
-    out: Annotated[Path | None, typer.Option(help="Write the results as JSON.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Write the results as JSON (and record them in each evaluated "
+                                             "bl2 run dir: evals.json + its README.md card).")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing --out file.")] = False,
     device: DeviceOpt = "auto",
+    storage_options: StorageOpt = None,
 ):
     """Mean token cross-entropy and perplexity over the non-overlapping windows of a split."""
+    use_storage_options(storage_options)
     from bl2.eval.loss import evaluate_loss
 
-    evaluate_loss(split_list(models), data, split=split, batch_size=batch_size, device=device,
-                  seq_len=seq_len, out=out)
+    report = evaluate_loss(split_list(models), data, split=split, batch_size=batch_size, device=device,
+                           seq_len=seq_len, out=out, overwrite=overwrite)
+    if out is not None:
+        from bl2.distill.card import record_loss
+
+        record_loss(report, out)
 
 
 @eval_app.command("blimp")
@@ -310,10 +368,11 @@ def eval_blimp(
         help="BabyLM evaluation_data layout: DIR/blimp_filtered/*.jsonl, DIR/supplement_filtered/*.jsonl. "
         "A DIR holding *.jsonl files itself (e.g. the original BLiMP) is one filtered-style suite named "
         "after the folder (--suite filtered or all).")] = None,
-    out: Annotated[Path | None, typer.Option("--out", help="Write results JSON (per subtask acc + n, suite "
-                                             "scores, model dirs, settings).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Write results JSON (per subtask acc, n and ties, suite "
+                                             "scores, model dirs, settings) and record the suite scores in each "
+                                             "evaluated bl2 run dir (evals.json + its README.md card).")] = None,
     log_samples: Annotated[Path | None, typer.Option("--log-samples", help="Write one JSON line per pair "
-                                                     "(sentences, logp_good, logp_bad, correct).")] = None,
+                                                     "(sentences, logp_good, logp_bad, correct, tie).")] = None,
     limit: Annotated[int | None, typer.Option(help="Only the first N pairs of each subtask.")] = None,
     batch_size: Annotated[int, typer.Option(help="Sentences per forward pass.")] = 64,
     device: DeviceOpt = "auto",
@@ -321,16 +380,40 @@ def eval_blimp(
     overwrite: Annotated[bool, typer.Option(help="Replace existing --out / --log-samples files.")] = False,
 ):
     """BLiMP minimal-pair accuracy, scored as the BabyLM 2024 pipeline (lm-eval) does: one BOS token as the
-    prefix, sum of log p over the tokens of " " + sentence, correct when good >= bad (ties count as correct);
-    suite score = unweighted mean over subtasks (file stems)."""
+    prefix, sum of log p over the tokens of " " + sentence, correct when good >= bad (a tie counts as correct,
+    the 2024 rule; ties are counted and reported); suite score = unweighted mean over subtasks (file stems)."""
     from bl2.eval.blimp import evaluate_blimp
     from bl2.runtime import pick_device
 
     if data_dir is None:
         raise UserError("no BLiMP data dir: pass --data-dir DIR or set BL2_EVAL_DATA")
     dirs = [Path(m) for m in split_list(models)]
-    evaluate_blimp(dirs, data_dir, suite=suite, limit=limit, batch_size=batch_size, device=pick_device(device),
-                   out=out, log_samples=log_samples, overwrite=overwrite, members=members)
+    results = evaluate_blimp(dirs, data_dir, suite=suite, limit=limit, batch_size=batch_size,
+                             device=pick_device(device), out=out, log_samples=log_samples, overwrite=overwrite,
+                             members=members)
+    if out is not None:
+        from bl2.distill.card import record_blimp
+
+        record_blimp(results, out, limit)
+
+
+# ----------------------------------------------------------------------------------------------- budget
+@app.command()
+@user_errors
+def budget(
+    run_dir: Annotated[str, typer.Argument(metavar="RUN", help="A bl2 run dir (pretrain or distill).")],
+    cap: Annotated[float | None, typer.Option(help="Exit 1 when the total exceeds this many epoch-equivalents "
+                                              "(BabyLM: 10).")] = None,
+    corpus_words: Annotated[str | None, typer.Option(help="Words in one epoch (default: train + val words of the "
+                                                     "run's DATA dir), e.g. 10M for BabyLM strict-small.")] = None,
+):
+    """The BabyLM budget ledger: words each teacher was trained on, the run's own words seen, and the total in
+    epoch-equivalents of the corpus (BabyLM caps training at 10 and counts the teachers' training text)."""
+    from bl2.budget import budget as run
+    from bl2.distill.words import parse_count
+
+    if not run(run_dir, cap, parse_count(corpus_words, "--corpus-words") if corpus_words else None):
+        raise typer.Exit(1)
 
 
 # ----------------------------------------------------------------------------------------------- quickstart

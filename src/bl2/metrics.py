@@ -3,11 +3,14 @@ resume, `bl2 report`, sweeps, benchmarks, experiments and tests all use it).
 
 Every row has a `kind` and a wall-clock `time` (Unix seconds):
 - `train`: one per log step: `step`, `epoch`, `lr`, `ce` (mean train CE over the steps since the last row),
-  `kl` (distillation runs only: the reduced KL, same window), `tokens_per_s` (all ranks), `elapsed_s`, and
-  `words_seen` / `tokens_seen` where known;
+  `kl` (distillation runs only: the reduced KL, same window), `tokens_per_s` (all ranks), `elapsed_s`,
+  `tokens_seen` (optimizer steps x global batch_size x seq_len: the predicted positions so far) and `words_seen`
+  (tokens_seen x the training split's words per token, rounded; absent when the DATA dir cannot tell);
 - `val`: one per validation: `step`, `epoch`, `val_ce`, `val_ppl`, `best_val_ce`;
 - `event`: `event` names it: `resume` (`step`, `checkpoint`), `stopped` (a hook ended the run early: `step`,
-  `reason`), `done` (`step`, `best_step`, `best_val_ce`, `train_s`).
+  `reason`), `done` (`step`, `best_step`, `best_val_ce`, `train_s`, `stopped`, `tokens_seen`, `words_seen`, and
+  the budget: `teacher_words`, `total_words` (own + teachers'; None when a teacher's is unknown),
+  `epoch_equivalents` (total_words / corpus words); also run.json's `summary`).
 """
 
 from __future__ import annotations

@@ -48,16 +48,37 @@ class QuickstartConfig:
                 "real-data quickstart needs all of --corpus, --dev and --blimp-dir")
 
 
+MARKER = "quickstart.json"  # written first ({"status": "running"}), replaced by the report at the end
+
+
+def check_out(out: Path, overwrite: bool) -> None:
+    """--out must be new or empty; with --overwrite it may also be a folder a quickstart made (its marker)."""
+    if not out.exists():
+        return
+    require(out.is_dir(), f"--out {out} is not a folder")
+    if not any(out.iterdir()):
+        return
+    require(overwrite, f"{out} already exists; pass --overwrite to replace it")
+    require((out / MARKER).is_file(), f"{out} is not a quickstart folder (no {MARKER}); refusing to overwrite it")
+
+
 def quickstart(cfg: QuickstartConfig) -> dict:
-    from bl2.progress import console
+    from bl2.locks import hold
 
     out = Path(cfg.out)
-    require(not out.exists() or cfg.overwrite, f"{out} already exists; pass --overwrite to replace it")
-    if out.exists():
-        require((out / "quickstart.json").is_file() or not any(out.iterdir()),
-                f"{out} is not a quickstart folder; refusing to overwrite it")
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
+    check_out(out, cfg.overwrite)
+    with hold(out, "quickstart folder"):
+        check_out(out, cfg.overwrite)  # again, under the lock
+        if out.exists() and any(out.iterdir()):
+            shutil.rmtree(out)  # only a quickstart's own folder (checked above)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / MARKER).write_text(json.dumps({"status": "running"}) + "\n")
+        return _pipeline(cfg, out)
+
+
+def _pipeline(cfg: QuickstartConfig, out: Path) -> dict:
+    from bl2.progress import console
+
     t0, timings = time.perf_counter(), {}
 
     def step(name: str, fn, *args, **kw):
@@ -183,7 +204,7 @@ def _report(cfg, out, loss, blimp, teachers, student, cache, data, timings, tota
                       *[f"{r['minimal_pairs_pct'][s]:.1f}" for s in suite_names])
     console.print(table)
     paths = {"data": data, "teachers": teachers, "cache": cache, "student": student,
-             "results": out / "quickstart.json"}
+             "results": out / MARKER}
     if (out / "report" / "report.md").is_file():
         paths["report"] = out / "report" / "report.md"
     for what, p in paths.items():
@@ -192,5 +213,5 @@ def _report(cfg, out, loss, blimp, teachers, student, cache, data, timings, tota
     report = {"rows": rows, "student_beats_best_teacher": beats, "caption": caption, "timings_s": timings,
               "total_s": round(total_s, 1), "config": json.loads(json.dumps(asdict(cfg), default=str)),
               "paths": json.loads(json.dumps(paths, default=str))}
-    (out / "quickstart.json").write_text(json.dumps(report, indent=2))
+    (out / MARKER).write_text(json.dumps(report, indent=2))
     return report

@@ -73,6 +73,7 @@ def prepare_out(out: Path, overwrite: bool) -> None:
 
 def report(cfg: ReportConfig) -> Path:
     """Collect and check every input, then write the report; returns the path of report.md."""
+    from bl2.locks import hold
     from bl2.progress import console
     from bl2.report_figures import draw_all
     from bl2.report_inputs import attach_evals, collect_runs, fill_val_ce, find_eval_docs, ordered, read_cache
@@ -85,11 +86,12 @@ def report(cfg: ReportConfig) -> Path:
     caches = [read_cache(c) for c in cfg.caches]
     rows = ordered(models)
     doc = results_doc(rows, caches)
-    prepare_out(cfg.out, cfg.overwrite)
-    figures = draw_all(rows, caches, doc["fits"], cfg.out)
-    (cfg.out / "results.json").write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
-    text = markdown(rows, doc, figures, [str(p) for p, _, _ in docs], unmatched)
-    (cfg.out / "report.md").write_text(text)
+    with hold(cfg.out, "report folder"):  # one writer per output
+        prepare_out(cfg.out, cfg.overwrite)
+        figures = draw_all(rows, caches, doc["fits"], cfg.out)
+        (cfg.out / "results.json").write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+        text = markdown(rows, doc, figures, [str(p) for p, _, _ in docs], unmatched)
+        (cfg.out / "report.md").write_text(text)
     console.print(f"report: {len(rows)} models, {len(docs)} evaluation files, {len(caches)} cache(s) -> "
                   f"{cfg.out / 'report.md'}")
     return cfg.out / "report.md"

@@ -112,15 +112,28 @@ def train_seconds(rows: list[dict]) -> float | None:
     return total + segment if seen else None
 
 
+def teachers_of(info: dict) -> tuple[list[str], list[str]]:
+    """(paths, weight hashes) of a distilled run's teachers, from any run.json layout bl2 wrote: identities
+    hold the hashes (`cache.teacher_sha256`, online `teachers`), `paths` / `budget` the paths; older run.json
+    files held [{path, sha256}] records in the identity."""
+    ident = info.get("identity") or {}
+    cache = ident.get("cache") or {}
+    records = list(cache.get("teachers") or []) + list(ident.get("teachers") or [])
+    shas = [t.get("sha256") if isinstance(t, dict) else t for t in records] + list(cache.get("teacher_sha256") or [])
+    paths = [t.get("path") for t in records if isinstance(t, dict)]
+    paths += list((info.get("paths") or {}).get("teachers") or [])
+    paths += [t.get("path") for t in (info.get("budget") or {}).get("teachers") or []]
+    return [p for p in paths if p], [s for s in dict.fromkeys(shas) if s]
+
+
 def teacher_refs(infos: list[dict]) -> tuple[set[str], set[str]]:
     """Paths and weight hashes of every teacher a student of the report learned from."""
     paths, shas = set(), set()
     for info in infos:
-        ident = info.get("identity") or {}
-        for t in (ident.get("cache") or {}).get("teachers") or ident.get("teachers") or []:
-            paths.add(str(Path(t.get("path", "")).resolve()))
-            shas.add(t.get("sha256"))
-    return paths, shas - {None}
+        p, s = teachers_of(info)
+        paths |= {str(Path(x).resolve()) for x in p if "://" not in x}
+        shas |= set(s)
+    return paths, shas
 
 
 def assign_role(model: Model, info: dict, teacher_paths: set[str], teacher_shas: set[str]) -> None:
@@ -136,8 +149,8 @@ def assign_role(model: Model, info: dict, teacher_paths: set[str], teacher_shas:
         # a distill run with alpha = 1 learns from CE only, on the cache's windows (pretraining redraws them)
         model.role, model.group = "baseline", "baselines (alpha 1)"
     else:
-        records = (ident.get("cache") or {}).get("teachers") or ident.get("teachers") or []
-        n = len(records)
+        paths, shas = teachers_of(info)
+        n = len(shas) or len(dict.fromkeys(paths))
         model.role = "student"
         model.group = f"students ({n} teacher{'s' * (n != 1)}{', online' * (command == 'distill-online')})"
 
@@ -315,15 +328,18 @@ def read_cache(location: str) -> dict:
             "teachers": len(a.get("teachers") or []), "complete": r.complete,
             "bytes_per_token": diag.get("bytes_per_token", r.nbytes_stored() / tokens),
             "head_mass": diag.get("head_mass") or {}, "unique_ids": diag.get("unique_ids"), "dist": {}}
-    n = min(DIST_WINDOWS, r.windows_done)
-    info["dist_windows"] = n
-    if n and r.mode == "topk":
-        block = r.read(0, n, ["topk_logp"] + (["logz"] if "logz" in r.specs else []))
+    ranges = r.committed_ranges()  # the first written shard (any one, in a cache still being written)
+    start, stop = ranges[0] if ranges else (0, 0)
+    stop = min(stop, start + DIST_WINDOWS)
+    info["dist_windows"] = stop - start
+    if stop > start and r.mode == "topk":
+        block = r.read(start, stop, ["topk_logp"] + (["logz"] if "logz" in r.specs else []))
         for t in r.temperatures:
             mass = head_mass(block["topk_logp"], block.get("logz"), t, r.temperature_index(t))
             info["dist"][f"T={t:g}"] = mass.ravel()
-    elif n and r.mode == "sample":
-        info["dist"]["unique ids"] = (r.read(0, n, ["sample_counts"])["sample_counts"] > 0).sum(-1).ravel()
+    elif stop > start and r.mode == "sample":
+        counts = r.read(start, stop, ["sample_counts"])["sample_counts"]
+        info["dist"]["unique ids"] = (counts > 0).sum(-1).ravel()
     return info
 
 

@@ -9,7 +9,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from bl2.errors import require
+from bl2.errors import UserError, require
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
@@ -175,3 +175,88 @@ def dist_backend() -> str | None:
     import torch.distributed as dist
 
     return dist.get_backend() if dist.is_available() and dist.is_initialized() else None
+
+
+class Dist:
+    """This process's view of a torchrun job: rank, world size, and the few collectives bl2 needs (the training
+    loop, the cache writer). With one process every method is the trivial one and torch.distributed is never
+    touched. Rank 0 makes the decisions that involve the filesystem (`on_main`) and the others follow."""
+
+    def __init__(self, env: DistEnv | None = None):
+        env = env or DistEnv()
+        self.env = env
+        self.rank, self.world_size = env.rank, env.world_size
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def mean_(self, *tensors) -> None:
+        """Average scalar tensors over ranks, in place (logged CE and KL)."""
+        if self.enabled:
+            import torch.distributed as dist
+
+            for t in tensors:
+                dist.all_reduce(t, op=dist.ReduceOp.SUM)
+                t.div_(self.world_size)
+
+    def sum(self, *values: float, device: str = "cpu") -> list[float]:
+        """Sum Python numbers over ranks (validation NLL and token counts) in float64."""
+        if not self.enabled:
+            return list(values)
+        import torch
+        import torch.distributed as dist
+
+        t = torch.tensor(values, dtype=torch.float64, device=device)
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        return t.tolist()
+
+    def any(self, flag: bool, device: str = "cpu") -> bool:
+        """True on every rank when `flag` is true on any rank (rank 0's hooks stopping the run)."""
+        if not self.enabled:
+            return flag
+        import torch
+        import torch.distributed as dist
+
+        t = torch.tensor([1.0 if flag else 0.0], device=device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item())
+
+    def on_main(self, fn):
+        """Run fn() on rank 0 only and hand every rank its result; a UserError raised there is raised on
+        every rank (same message), so no rank waits for a rank 0 that has given up."""
+        if not self.enabled:
+            return fn()
+        import torch.distributed as dist
+
+        box = [None]
+        if self.is_main:
+            try:
+                box[0] = ("ok", fn())
+            except UserError as e:
+                box[0] = ("error", str(e))
+        dist.broadcast_object_list(box, src=0)
+        kind, value = box[0]
+        if kind == "error":
+            raise UserError(value)
+        return value
+
+    def gather(self, obj) -> list:
+        """obj of every rank, in rank order (on every rank)."""
+        if not self.enabled:
+            return [obj]
+        import torch.distributed as dist
+
+        out = [None] * self.world_size
+        dist.all_gather_object(out, obj)
+        return out
+
+    def barrier(self) -> None:
+        if self.enabled:
+            import torch.distributed as dist
+
+            dist.barrier()

@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from bl2.errors import require
+from bl2.errors import UserError, require
 
 HASH_BLOCK = 1 << 22
 
@@ -44,3 +44,155 @@ def file_sha256(path: str | Path) -> str:
         while block := f.read(HASH_BLOCK):
             h.update(block)
     return h.hexdigest()
+
+
+def require_writable_dir(path: str | Path, what: str) -> None:
+    """One-line user error unless files can be created in the local folder `path`, or (when it does not exist
+    yet) in its nearest existing ancestor. Checked before long work, so a read-only output fails at once."""
+    import os
+    import tempfile
+
+    from bl2.errors import UserError
+
+    folder = local_path(path, what)
+    probe = next((p for p in (folder, *folder.absolute().parents) if p.exists()), None)
+    require(probe is None or probe.is_dir(), f"cannot write {what} {folder}: {probe} is not a folder")
+    if probe is None or not os.access(probe, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write {what} {folder}: {probe} is not writable")
+    try:
+        with tempfile.NamedTemporaryFile(dir=probe, prefix=".bl2-write-test-"):
+            pass
+    except OSError as e:
+        raise UserError(f"cannot write {what} {folder}: {e.strerror or e}") from None
+
+
+def require_writable_file(path: str | Path, what: str) -> None:
+    """One-line user error unless the local file `path` can be (re)written: not a folder, and its folder
+    writable (or creatable)."""
+    file = local_path(path, what)
+    require(not file.is_dir(), f"{what} {file} is a folder, not a file")
+    require_writable_dir(file.parent, f"the folder of {what}")
+
+
+# ---------------------------------------------------------------------------------------------- remote
+# Options for remote filesystems (`--storage-options JSON`), process-wide; credentials and the endpoint
+# otherwise come from the usual environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL, ...).
+_OPTIONS: dict = {}
+
+
+def configure(options: dict | None) -> None:
+    """Set the fsspec storage options used for every remote location of this process."""
+    _OPTIONS.clear()
+    _OPTIONS.update(options or {})
+
+
+def storage_options(location: str | Path) -> dict | None:
+    """The options zarr/fsspec need for `location` (None for local paths)."""
+    return dict(_OPTIONS) if is_remote(location) else None
+
+
+def join(location: str | Path, *parts: str) -> str:
+    """location/part/...: a URL stays a URL."""
+    return "/".join([str(location).rstrip("/"), *[p.strip("/") for p in parts if p]])
+
+
+def filesystem(location: str | Path):
+    """(fsspec filesystem, path within it). fsspec filesystems are not fork-safe: this is called in the process
+    (or thread) that uses it, never handed to a forked worker."""
+    require(_has_fsspec(), "remote locations need fsspec (and s3fs for s3://): pip install 'bl2[remote]'")
+    from fsspec.core import url_to_fs
+
+    try:
+        return url_to_fs(str(location), **(storage_options(location) or {}))
+    except ImportError as e:
+        raise UserError(f"cannot open {location}: {e} (pip install 'bl2[remote]')") from None
+
+
+def _has_fsspec() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("fsspec") is not None
+
+
+def exists(location: str | Path) -> bool:
+    if not is_remote(location):
+        return local_path(location).exists()
+    fs, path = filesystem(location)
+    return fs.exists(path)
+
+
+def is_dir(location: str | Path) -> bool:
+    if not is_remote(location):
+        return local_path(location).is_dir()
+    fs, path = filesystem(location)
+    return fs.isdir(path)
+
+
+def read_bytes(location: str | Path) -> bytes:
+    if not is_remote(location):
+        return local_path(location).read_bytes()
+    fs, path = filesystem(location)
+    return fs.cat_file(path)
+
+
+def size(location: str | Path) -> int | None:
+    """Bytes of a file / object; None when it does not exist."""
+    if not is_remote(location):
+        p = local_path(location)
+        return p.stat().st_size if p.is_file() else None
+    fs, path = filesystem(location)
+    try:
+        return int(fs.size(path))
+    except FileNotFoundError:
+        return None
+
+
+def tree_nbytes(location: str | Path) -> int:
+    """Total bytes of the files under a folder / prefix."""
+    if not is_remote(location):
+        root = local_path(location)
+        return sum(f.stat().st_size for f in root.rglob("*") if f.is_file()) if root.is_dir() else 0
+    fs, path = filesystem(location)
+    return int(fs.du(path)) if fs.exists(path) else 0
+
+
+def remove_tree(location: str | Path) -> None:
+    """Delete a folder / every object under a prefix (callers check first that bl2 made it)."""
+    if not is_remote(location):
+        import shutil
+
+        shutil.rmtree(local_path(location))
+        return
+    fs, path = filesystem(location)
+    fs.rm(path, recursive=True)
+
+
+def upload_tree(local_dir: str | Path, location: str | Path, last: str | None = None) -> None:
+    """Copy a local folder to a remote prefix, file by file (each object written whole); `last` (a relative
+    path) is uploaded after everything else, so a reader that finds it finds the rest."""
+    fs, path = filesystem(location)
+    root = Path(local_dir)
+    files = sorted(f for f in root.rglob("*") if f.is_file())
+    files.sort(key=lambda f: str(f.relative_to(root)) == last)
+    for f in files:
+        fs.put_file(str(f), f"{path.rstrip('/')}/{f.relative_to(root).as_posix()}")
+
+
+def fetch_files(location: str | Path, names: tuple[str, ...], dest: str | Path) -> Path:
+    """Local copies of the named files of a folder (remote or local) in `dest`; missing ones are skipped."""
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        src = join(location, name)
+        if exists(src):
+            (dest / name).write_bytes(read_bytes(src))
+    return dest
+
+
+def open_zarr_group(location: str | Path, mode: str = "r", **kw):
+    """zarr.open_group for a local path or a URL (fsspec store with this process's storage options)."""
+    import zarr
+
+    if is_remote(location):
+        return zarr.open_group(str(location), mode=mode, storage_options=storage_options(location), **kw)
+    return zarr.open_group(str(local_path(location)), mode=mode, **kw)

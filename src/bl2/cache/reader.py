@@ -1,9 +1,13 @@
-"""CacheReader: read-only access to a bl2 logit cache (format v1), for the distillation loader and the tools.
+"""CacheReader: read-only access to a bl2 logit cache (format v2, and v1), local or at an fsspec URL, for the
+distillation loader and the tools.
 
-Reads happen in the calling process (or its threads): zarr's I/O thread and forked workers can deadlock, so
-never read a cache from a forked DataLoader worker. Every chunk carries a crc32c checksum; a mismatch is a
-UserError naming the array and rows. Progress lives in the attrs (`windows_done`, `complete`), never in the
-array shapes (arrays are pre-allocated), so rows past `windows_done` are refused rather than read as zeros.
+Reads happen in the calling process (or its threads): zarr's I/O thread and forked workers can deadlock, and
+fsspec filesystems are not fork-safe, so never read a cache from a forked DataLoader worker. Every chunk
+carries a crc32c checksum; a mismatch is a UserError naming the array and rows. Progress is never the array
+shapes (arrays are pre-allocated): v2 records every committed shard (its rows and the byte size of each
+array's shard object) in the `committed` array, v1 a prefix `windows_done`. Rows of uncommitted shards are
+refused rather than read as fill values, and every read first checks that the shard files of its rows exist
+with the recorded sizes (bl2.cache.shards): a deleted or truncated shard is an error, never zeros.
 """
 
 from __future__ import annotations
@@ -13,19 +17,32 @@ from pathlib import Path
 
 import numpy as np
 
-from bl2.cache.schema import MODE_ARRAYS, array_specs, check_array, validate_attrs
+from bl2 import storage
+from bl2.cache.schema import (
+    COMMITTED,
+    MODE_ARRAYS,
+    SHARD_WINDOWS,
+    array_specs,
+    check_array,
+    n_shards,
+    shard_rows,
+    validate_attrs,
+)
+from bl2.cache.shards import check_shards
 from bl2.errors import UserError, require
 
 
 def open_group(path: str, mode: str = "r"):
-    """The cache's zarr group (str path: a local dir today, an fsspec URL later)."""
-    import zarr
-
-    require("://" in path or Path(path).is_dir(), f"cache not found: {path}")
+    """The cache's zarr group (a local folder or an fsspec URL)."""
+    require(storage.exists(storage.join(path, "zarr.json")), f"cache not found: {path}")
     try:
-        return zarr.open_group(path, mode=mode)
+        return storage.open_zarr_group(path, mode=mode)
     except Exception as e:  # garbled metadata is the user's artefact, not a bl2 bug
-        raise UserError(f"cannot open cache {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+        raise UserError(f"cannot open cache {path}: {_first_line(e)}") from None
+
+
+def _first_line(e: BaseException) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
 
 
 class CacheReader:
@@ -37,11 +54,21 @@ class CacheReader:
         self.attrs = dict(self.group.attrs)
         validate_attrs(self.attrs, self.path)
         self.specs = array_specs(self.attrs)
-        missing = [name for name in self.specs if name not in self.group]
-        require(not missing, f"{self.path} lacks arrays {', '.join(missing)}: not a valid bl2 cache v1")
-        self._arrays = {name: self.group[name] for name in self.specs}
+        self.version = int(self.attrs["bl2_cache_format"])
+        self._arrays = {name: self._open_array(name) for name in self.specs}
         for name, spec in self.specs.items():
             check_array(name, self._arrays[name], spec)
+        self._record = self._read_record()
+
+    def _open_array(self, name: str):
+        """The zarr array `name`; a missing or garbled one (its zarr.json) is a one-line UserError."""
+        try:
+            arr = self.group.get(name)
+        except Exception as e:
+            raise UserError(f"cache {self.path}: array {name} cannot be opened ({_first_line(e)})") from None
+        require(arr is not None, f"{self.path} lacks array {name}: not a valid bl2 cache v{self.version}")
+        require(hasattr(arr, "shape") and hasattr(arr, "metadata"), f"{self.path}: {name} is not an array")
+        return arr
 
     # -- attrs ---------------------------------------------------------------------------------------
     mode = property(lambda self: self.attrs["mode"])
@@ -56,8 +83,49 @@ class CacheReader:
     data_dir = property(lambda self: self.attrs["data_dir"])
     n_draws = property(lambda self: self.attrs.get("n_draws"))
     sample_temperature = property(lambda self: self.attrs.get("sample_temperature"))
-    windows_done = property(lambda self: int(self.attrs["windows_done"]))
     complete = property(lambda self: bool(self.attrs["complete"]))
+
+    # -- progress ------------------------------------------------------------------------------------
+    def _read_record(self) -> np.ndarray | None:
+        """v2: the `committed` array [n_shards, 1 + n_arrays] (rows, then each array's shard-object bytes)."""
+        if self.version < 2:
+            return None
+        record = self._open_array(COMMITTED)
+        try:
+            return record[:]
+        except Exception as e:
+            raise UserError(f"cache {self.path}: its commit record is unreadable ({_first_line(e)})") from None
+
+    @property
+    def committed(self) -> set[int]:
+        """Indexes of the shards whose rows are written (v1: the shards below `windows_done`)."""
+        if self._record is None:
+            done = int(self.attrs["windows_done"])
+            return {i for i in range(n_shards(self.n_windows)) if shard_rows(i, self.n_windows)[1] <= done}
+        return {int(i) for i in np.flatnonzero(self._record[:, 0] > 0)}
+
+    @property
+    def windows_done(self) -> int:
+        """Rows written so far (all of them in a complete cache)."""
+        if self._record is None:
+            return int(self.attrs["windows_done"])
+        return int(self._record[:, 0].sum())
+
+    def committed_ranges(self) -> list[tuple[int, int]]:
+        """Row ranges [s, e) of the committed shards, in order."""
+        return [shard_rows(i, self.n_windows) for i in sorted(self.committed)]
+
+    def shard_record(self) -> dict[str, dict[int, int]] | None:
+        """v2: {array: {committed shard: bytes of its shard object}}, as the writer recorded them; None for v1."""
+        if self._record is None:
+            return None
+        done = np.flatnonzero(self._record[:, 0])
+        return {name: {int(i): int(self._record[i, 1 + j]) for i in done} for j, name in enumerate(self.specs)}
+
+    @property
+    def zarr_arrays(self) -> dict:
+        """The open zarr arrays of the mode, by name (for checks that look at the store itself)."""
+        return {name: self._arrays[name] for name in self.arrays}
 
     @property
     def arrays(self) -> list[str]:
@@ -65,7 +133,7 @@ class CacheReader:
         return [name for name in MODE_ARRAYS[self.mode] if name in self.specs]
 
     def require_complete(self) -> None:
-        require(self.complete and self.windows_done == self.n_windows,
+        require(self.complete and len(self.committed) == n_shards(self.n_windows),
                 f"cache {self.path} is incomplete ({self.windows_done}/{self.n_windows} windows): "
                 "rerun the same `bl2 cache-logits` command to resume it")
 
@@ -98,8 +166,10 @@ class CacheReader:
         unknown = [n for n in names if n not in self.specs]
         require(not unknown, f"cache {self.path} has no array(s) {', '.join(unknown)} (mode {self.mode})")
         require(0 <= start <= stop <= self.n_windows, f"rows {start}:{stop} outside 0..{self.n_windows}")
-        require(stop <= self.windows_done,
-                f"rows {start}:{stop} of {self.path} are not written yet (windows_done {self.windows_done})")
+        pending = set(range(start // SHARD_WINDOWS, -(-stop // SHARD_WINDOWS))) - self.committed
+        require(not pending, f"rows {start}:{stop} of {self.path} are not written yet (shards {sorted(pending)[:4]} "
+                "are not committed)")
+        check_shards(self.path, {name: self._arrays[name] for name in names}, start, stop, self.shard_record())
         return {name: self._read_array(name, start, stop) for name in names}
 
     def _read_array(self, name: str, start: int, stop: int) -> np.ndarray:
@@ -107,7 +177,7 @@ class CacheReader:
             return self._arrays[name][start:stop]
         except Exception as e:  # crc32c mismatch (ValueError), truncated shard, undecodable chunk
             raise UserError(f"cache {self.path}: array {name} rows {start}:{stop} is corrupt "
-                            f"({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+                            f"({_first_line(e)})") from None
 
     def read_all(self) -> dict[str, np.ndarray]:
         """Every row, filled one shard at a time into preallocated arrays. Measured on a 157 MB (decoded) cache:
@@ -124,13 +194,10 @@ class CacheReader:
         return sum(spec.nbytes() for spec in self.specs.values())
 
     def nbytes_stored(self) -> int:
-        """Bytes of the store's files (local caches)."""
-        return dir_nbytes(self.path)
+        """Bytes of the store's files / objects."""
+        return storage.tree_nbytes(self.path)
 
 
 def dir_nbytes(path: str) -> int:
-    """Total size of the files under a local store (0 for URLs: not measured)."""
-    root = Path(path)
-    if "://" in path or not root.is_dir():
-        return 0
-    return sum(f.stat().st_size for f in root.rglob("*") if f.is_file())
+    """Total size of the files / objects under a store path."""
+    return storage.tree_nbytes(path)

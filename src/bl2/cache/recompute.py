@@ -49,7 +49,8 @@ def recompute_check(r, teachers: list[Path], n_windows: int, device: str, c: Che
     if given != recorded or r.windows_done == 0:
         c.skip("recompute", "teachers differ" if given != recorded else "no windows written")
         return
-    rows = np.sort(np.random.default_rng(0).choice(r.windows_done, min(n_windows, r.windows_done), replace=False))
+    written = np.concatenate([np.arange(s, e) for s, e in r.committed_ranges()])
+    rows = np.sort(np.random.default_rng(0).choice(written, min(n_windows, len(written)), replace=False))
     block = {n: np.concatenate([r.read(int(i), int(i) + 1, [n])[n] for i in rows]) for n in r.arrays}
     dev = pick_device(device)
     ens = Ensemble(teachers, dev, r.attrs["ensemble"])

@@ -1,4 +1,5 @@
-"""Cache format v1 (DESIGN §5): constants, array specs, window geometry and attribute validation.
+"""Cache format v2 (DESIGN §5, docs/cache-format.md): constants, array specs, shards and attribute validation.
+Format v1 caches are still read (v2 = v1 + the per-shard commit record `committed` + `logp_dtype`).
 
 This module is the single source of truth for what a bl2 logit cache looks like on disk, shared by the
 writer (`cache-logits`), the reader (the distillation loader), `info`, `verify` and `compare`.
@@ -17,13 +18,18 @@ import numpy as np
 
 from bl2.errors import UserError, require
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # written
+READ_VERSIONS = (1, 2)  # read
 CHUNK_WINDOWS = 16
 SHARD_WINDOWS = 256
 MODES = ("topk", "full", "sample")
 ENSEMBLES = ("logit_mean", "prob_mean")
 MAX_VOCAB = 1 << 16  # ids are uint16
 MAX_DRAWS = 255  # counts are uint8
+LOGP_DTYPES = ("float16", "float32")  # mode full: fp16 (half the bytes) or fp32 (offline == online exactly)
+COMMITTED = "committed"  # v2: int64 [n_shards, 1 + n_arrays]: rows committed per shard (0 = not yet), then the
+# bytes of each data array's shard object, in `committed_columns` order. One chunk per shard: each rank writes
+# only the rows of its own shards, so no two processes ever write the same object.
 
 # Array names per mode, in the order the reader returns them. `logz` only when the grid is not just T=1.
 MODE_ARRAYS = {
@@ -36,7 +42,7 @@ MODE_ARRAYS = {
 IDENTITY_KEYS = (
     "bl2_cache_format", "mode", "k", "vocab_size", "seq_len", "n_windows", "window_offsets", "windows_per_offset",
     "temperatures", "ensemble", "teacher_sha256", "tokenizer_sha256", "tokens_sha256", "split",
-    "n_draws", "sample_temperature", "sample_seed",
+    "n_draws", "sample_temperature", "sample_seed", "logp_dtype",
 )
 
 REQUIRED_ATTRS = (
@@ -81,7 +87,7 @@ def array_specs(attrs: dict) -> dict[str, ArraySpec]:
         if needs_logz(mode, attrs["temperatures"]):
             specs.append(ArraySpec("logz", "float32", (n, seq, len(attrs["temperatures"]))))
     elif mode == "full":
-        specs.append(ArraySpec("logp", "float16", (n, seq, int(attrs["vocab_size"]))))
+        specs.append(ArraySpec("logp", attrs.get("logp_dtype") or "float16", (n, seq, int(attrs["vocab_size"]))))
     elif mode == "sample":
         s = int(attrs["n_draws"])
         specs += [ArraySpec("sample_ids", "uint16", (n, seq, s)), ArraySpec("sample_counts", "uint8", (n, seq, s))]
@@ -89,7 +95,8 @@ def array_specs(attrs: dict) -> dict[str, ArraySpec]:
 
 
 def create_arrays(group, specs: dict[str, ArraySpec]) -> dict:
-    """Pre-allocate every array at its full shape (missing ones only, so a crash during creation resumes)."""
+    """Pre-allocate every data array at its full shape and, in v2, the commit record (missing ones only, so a
+    crash during creation resumes)."""
     from bl2.data.store import compressors
 
     arrays = {}
@@ -98,25 +105,38 @@ def create_arrays(group, specs: dict[str, ArraySpec]) -> dict:
             arrays[name] = group[name]
             check_array(name, arrays[name], spec)
             continue
+        # write_empty_chunks: a committed shard always has its file, even one that holds only fill values
         arrays[name] = group.create_array(name, shape=spec.shape, chunks=spec.chunks, shards=spec.shards,
-                                          dtype=spec.dtype, compressors=compressors(), fill_value=0)
+                                          dtype=spec.dtype, compressors=compressors(), fill_value=0,
+                                          config={"write_empty_chunks": True})
+    if COMMITTED not in group:
+        cols = 1 + len(specs)
+        group.create_array(COMMITTED, shape=(n_shards(spec.shape[0]), cols), chunks=(1, cols), dtype="int64",
+                           compressors=compressors(), fill_value=0, config={"write_empty_chunks": True})
     return arrays
 
 
 def check_array(name: str, arr, spec: ArraySpec) -> None:
     require(tuple(arr.shape) == spec.shape and str(arr.dtype) == spec.dtype,
             f"array {name} is {arr.dtype}{list(arr.shape)}, expected {spec.dtype}{list(spec.shape)}: "
-            "not a valid bl2 cache v1")
+            "not a valid bl2 cache")
 
 
 # ---------------------------------------------------------------------------------------------- shards
-def shard_ranges(n_windows: int, start: int = 0, rank: int = 0, world_size: int = 1) -> list[tuple[int, int]]:
-    """Shard-aligned [s, e) row ranges from `start` on that this rank writes (shards r, r+world, ...)."""
-    assert start % SHARD_WINDOWS == 0 or start == n_windows, "resume point must be shard-aligned"
-    first = start // SHARD_WINDOWS
-    n_shards = -(-n_windows // SHARD_WINDOWS)
-    return [(i * SHARD_WINDOWS, min(n_windows, (i + 1) * SHARD_WINDOWS))
-            for i in range(first, n_shards) if i % world_size == rank]
+def n_shards(n_windows: int) -> int:
+    return -(-n_windows // SHARD_WINDOWS)
+
+
+def shard_rows(index: int, n_windows: int) -> tuple[int, int]:
+    """Row range [s, e) of shard `index`."""
+    return index * SHARD_WINDOWS, min(n_windows, (index + 1) * SHARD_WINDOWS)
+
+
+def shards_todo(n_windows: int, committed: set[int], rank: int = 0, world_size: int = 1) -> list[tuple[int, int]]:
+    """Row ranges of the uncommitted shards this rank writes: every world_size-th of them, from rank on, so any
+    number of processes shares what is left after a crash."""
+    todo = [i for i in range(n_shards(n_windows)) if i not in committed]
+    return [shard_rows(i, n_windows) for i in todo[rank::world_size]]
 
 
 # ---------------------------------------------------------------------------------------------- attrs
@@ -134,12 +154,15 @@ def identity_diff(old: dict, new: dict) -> list[str]:
 
 
 def validate_attrs(attrs: dict, where: str = "cache") -> None:
-    """UserError unless attrs describe a bl2 cache v1 this code can read."""
+    """UserError unless attrs describe a bl2 cache (format 1 or 2) this code can read."""
     require("bl2_cache_format" in attrs, f"{where} is not a bl2 logit cache (no bl2_cache_format attribute)")
     version = attrs["bl2_cache_format"]
-    require(version == FORMAT_VERSION, f"{where} has cache format {version}; this bl2 reads format {FORMAT_VERSION}")
+    require(version in READ_VERSIONS,
+            f"{where} has cache format {version}; this bl2 reads formats {', '.join(map(str, READ_VERSIONS))}")
     missing = [key for key in REQUIRED_ATTRS if key not in attrs]
-    require(not missing, f"{where} lacks attributes {', '.join(missing)}: not a valid bl2 cache v1")
+    require(not missing, f"{where} lacks attributes {', '.join(missing)}: not a valid bl2 cache v{version}")
+    require(attrs.get("logp_dtype") in (None, *LOGP_DTYPES),
+            f"{where} has unknown logp_dtype {attrs.get('logp_dtype')!r}")
     require(attrs["mode"] in MODES, f"{where} has unknown mode {attrs['mode']!r}")
     require(attrs["ensemble"] in ENSEMBLES, f"{where} has unknown ensemble rule {attrs['ensemble']!r}")
     if attrs["mode"] == "sample":

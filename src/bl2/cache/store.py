@@ -1,43 +1,53 @@
 """The output side of `cache-logits`: decide whether --out is new, resumable, complete or refused; create the
-pre-allocated store; and the background thread that writes whole shards and commits `windows_done`.
+pre-allocated store; and the background thread that writes whole shards and commits each one.
 
-Crash-safety protocol (measured in research/zarr-layouts.md §5): arrays are pre-allocated at full shape, every
-write is a whole shard (atomic file rename in LocalStore), `windows_done` is committed only after the shard's
-data is written for *all* arrays, `complete` is set last, and orphan `*.partial` files are deleted on resume.
-A kill at any moment therefore loses at most the shards not yet committed, and a rerun rewrites exactly those.
+Crash-safety protocol (format v2; measured in research/zarr-layouts.md §5): arrays are pre-allocated at full
+shape; every write is one whole shard of one array (one file renamed into place by LocalStore, one object PUT
+on an object store: there is no rename there, but an object appears whole or not at all); a shard is committed
+only after its data is written for *all* arrays, by writing its row of the `committed` record (its own chunk:
+each shard's record is a separate object, so ranks never write the same file); `complete` is set last, by rank
+0, after every rank has finished. A kill at any moment therefore loses at most the shards not yet committed,
+and a rerun on any number of processes rewrites exactly those. Orphan `*.partial` files (local) are deleted.
 """
 
 from __future__ import annotations
 
 import os
 import queue
-import shutil
-import tempfile
 import threading
 import time
 from pathlib import Path
 
-from bl2.cache.schema import SHARD_WINDOWS, array_specs, create_arrays, identity_diff
+import numpy as np
+
+from bl2 import storage
+from bl2.cache.schema import COMMITTED, array_specs, create_arrays, identity_diff
 from bl2.errors import UserError, require
 
 # Test-only hook: seconds the writer thread sleeps after each commit, so a test can kill a run mid-way.
 SLEEP_ENV = "BL2_CACHE_TEST_SHARD_SLEEP"
 
 
-def _existing_attrs(path: Path) -> dict | None:
-    """Attrs of an existing bl2 cache at path; None for an empty dir; UserError for anything else."""
-    import zarr
-
-    if path.is_dir() and not any(path.iterdir()):
+def _existing_attrs(out: str) -> dict | None:
+    """Attrs of an existing bl2 cache at `out`; None when nothing is there (or an empty local dir); UserError
+    for anything else."""
+    if not storage.is_remote(out):
+        path = storage.local_path(out)
+        if path.is_dir() and not any(path.iterdir()):
+            return None
+        require(path.is_dir() and (path / "zarr.json").is_file(),
+                f"--out {out} exists and is not a bl2 cache: refusing to touch it (remove it or pick another path)")
+    elif not storage.exists(storage.join(out, "zarr.json")):
+        fs, path = storage.filesystem(out)
+        require(not fs.exists(path) or not fs.ls(path),
+                f"--out {out} holds objects but no bl2 cache: refusing to touch it (remove them or pick another URL)")
         return None
-    require(path.is_dir() and (path / "zarr.json").is_file(),
-            f"--out {path} exists and is not a bl2 cache: refusing to touch it (remove it or pick another path)")
     try:
-        attrs = dict(zarr.open_group(str(path), mode="r").attrs)
+        attrs = dict(storage.open_zarr_group(out, mode="r").attrs)
     except Exception as e:
-        raise UserError(f"--out {path} exists but cannot be read as a cache ({e}); remove it yourself") from None
+        raise UserError(f"--out {out} exists but cannot be read as a cache ({e}); remove it yourself") from None
     require("bl2_cache_format" in attrs,
-            f"--out {path} is a zarr store but not a bl2 cache: refusing to touch it (remove it or pick another path)")
+            f"--out {out} is a zarr store but not a bl2 cache: refusing to touch it (remove it or pick another path)")
     return attrs
 
 
@@ -45,6 +55,8 @@ def _check_writable(folder: Path) -> None:
     blocker = next((p for p in (folder, *folder.parents) if p.exists()), None)
     require(blocker is None or blocker.is_dir(), f"cannot write the cache under {folder}: {blocker} is not a folder")
     try:
+        import tempfile
+
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".bl2-write-test-"):
             pass
@@ -55,12 +67,13 @@ def _check_writable(folder: Path) -> None:
 def output_state(out: str, attrs: dict, overwrite: bool) -> str:
     """'new' | 'replace' | 'resume' | 'complete' for --out; UserError when the existing store must not be
     used (another configuration without --overwrite, or not a bl2 cache at all). Touches nothing."""
-    path = Path(out)
-    if not path.exists():
-        _check_writable(path.parent)
+    local = not storage.is_remote(out)
+    if local and not storage.local_path(out).exists():
+        _check_writable(storage.local_path(out).parent)
         return "new"
-    old = _existing_attrs(path)
-    _check_writable(path)
+    old = _existing_attrs(out)
+    if local:
+        _check_writable(storage.local_path(out))
     if old is None:
         return "new"
     if overwrite:
@@ -68,38 +81,62 @@ def output_state(out: str, attrs: dict, overwrite: bool) -> str:
     diff = identity_diff(old, attrs)
     require(not diff, f"--out {out} holds a cache made with other settings ({', '.join(diff)} differ): "
             "pass --overwrite to replace it, or choose another --out")
-    if old.get("complete") and old.get("windows_done") == old.get("n_windows"):
-        return "complete"
-    return "resume"
+    return "complete" if old.get("complete") else "resume"
 
 
 def remove_partials(out: str) -> int:
     """Delete orphan `*.partial` files a killed LocalStore write leaves behind (zarr never does)."""
+    if storage.is_remote(out):
+        return 0
     n = 0
-    for f in Path(out).rglob("*.partial"):
+    for f in storage.local_path(out).rglob("*.partial"):
         f.unlink(missing_ok=True)
         n += 1
     return n
 
 
-def open_store(out: str, attrs: dict, state: str):
-    """(group, arrays, windows_done) ready for writing; creates or replaces the store when asked to."""
+def prepare_store(out: str, attrs: dict, state: str) -> None:
+    """Rank 0: create (or replace) the store with its attrs and pre-allocated arrays, or tidy it for a resume."""
     import zarr
 
     if state in ("new", "replace"):
         if state == "replace":
-            shutil.rmtree(out)
+            storage.remove_tree(out)
         # attrs first: a crash right after this still leaves a recognisable (resumable) bl2 cache
-        group = zarr.create_group(store=out, attributes=attrs, overwrite=True)
+        if storage.is_remote(out):
+            group = zarr.create_group(store=out, attributes=attrs, overwrite=True,
+                                      storage_options=storage.storage_options(out))
+        else:
+            group = zarr.create_group(store=str(storage.local_path(out)), attributes=attrs, overwrite=True)
     else:
-        group = zarr.open_group(out, mode="r+")
+        group = storage.open_zarr_group(out, mode="r+")
         group.attrs.update({"data_dir": attrs["data_dir"], "teachers": attrs["teachers"]})
     remove_partials(out)
-    arrays = create_arrays(group, array_specs(attrs))
-    done = int(group.attrs.get("windows_done", 0))
-    aligned = done % SHARD_WINDOWS == 0 or done == attrs["n_windows"]
-    require(0 <= done <= attrs["n_windows"] and aligned, f"{out}: windows_done {done} is invalid; use --overwrite")
-    return group, arrays, done
+    create_arrays(group, array_specs(attrs))
+
+
+def open_for_write(out: str, attrs: dict):
+    """(group, data arrays, commit record array) of a prepared store, in any rank."""
+    group = storage.open_zarr_group(out, mode="r+")
+    arrays = {name: group[name] for name in array_specs(attrs)}
+    return group, arrays, group[COMMITTED]
+
+
+def committed_shards(record) -> set[int]:
+    """Shards whose commit row says rows > 0."""
+    return {int(i) for i in np.flatnonzero(record[:][:, 0] > 0)}
+
+
+def shard_commit(arrays: dict, record):
+    """commit(index, start, stop): record the rows and each array's shard-object size of a written shard (its
+    own chunk of the record: one object per shard)."""
+    from bl2.cache.shards import file_size, shard_keys
+
+    def commit(index: int, start: int, stop: int) -> None:
+        sizes = [sum(file_size(arr, key) or 0 for _, key in shard_keys(arr, start, stop)) for arr in arrays.values()]
+        record[index] = np.asarray([stop - start, *sizes], dtype=np.int64)
+
+    return commit
 
 
 class ShardWriter:
@@ -120,11 +157,11 @@ class ShardWriter:
         while (item := self.queue.get()) is not None:
             if self.stop.is_set() or self.error is not None:
                 continue  # drain without writing: the run is aborting
-            start, stop, block = item
+            index, start, stop, block = item
             try:
                 for name, arr in self.arrays.items():
                     arr[start:stop] = block[name]
-                self.commit(stop)
+                self.commit(index, start, stop)
             except BaseException as e:  # handed to the main thread at the next put/close
                 self.error = e
             if self.sleep:
@@ -134,11 +171,11 @@ class ShardWriter:
         if self.error is not None:
             raise self.error
 
-    def put(self, start: int, stop: int, block: dict) -> None:
+    def put(self, index: int, start: int, stop: int, block: dict) -> None:
         self._raise()
         while True:  # poll so a dead writer never blocks the main thread forever
             try:
-                self.queue.put((start, stop, block), timeout=0.5)
+                self.queue.put((index, start, stop, block), timeout=0.5)
                 return
             except queue.Full:
                 self._raise()

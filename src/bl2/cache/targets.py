@@ -35,6 +35,7 @@ class TargetSpec:
     n_draws: int | None = None  # sample
     sample_temperature: float = 1.0  # sample
     seed: int = 0  # sample: the run's seed, mixed with the row index
+    logp_dtype: str = "float16"  # full: the stored dtype of the log-probs
 
 
 def rows_per_slice(device: str) -> int:
@@ -123,11 +124,11 @@ def topk_targets(flat: list, spec: TargetSpec, slice_rows: int) -> dict[str, np.
 
 
 def full_targets(flat: list, spec: TargetSpec, slice_rows: int) -> dict[str, np.ndarray]:
-    """logp [P, V] fp16 from member logits [P, V]."""
+    """logp [P, V] (fp16, or fp32 when asked) from member logits [P, V]."""
     import torch
 
     n, v = flat[0].shape
-    out = torch.empty(n, v, dtype=torch.float16, device=flat[0].device)
+    out = torch.empty(n, v, dtype=getattr(torch, spec.logp_dtype), device=flat[0].device)
     for s, e in _slices(n, slice_rows):
         out[s:e] = ensemble_logprobs(flat, spec.ensemble, s, e)
     return {"logp": out.cpu().numpy()}

@@ -45,9 +45,9 @@ def check_teachers(dirs: list[Path], vocab_size: int, tokenizer_sha256: str) -> 
 def resolve_seq_len(dirs: list[Path], requested: int | None) -> int:
     """--seq-len if given (up to the teachers' position limit, max_position_embeddings), else the seq_len the
     teachers were built for (max_position_embeddings // 2, the bl2 convention), which must agree."""
-    from bl2.model.io import read_config
+    from bl2.model.io import model_seq_limit
 
-    limits = {str(d): int(read_config(d).get("max_position_embeddings", 0)) for d in dirs}
+    limits = {str(d): model_seq_limit(d) for d in dirs}
     if requested is None:
         require(len(set(limits.values())) == 1,
                 f"the teachers have different max_position_embeddings {limits}: pass --seq-len")

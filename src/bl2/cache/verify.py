@@ -10,10 +10,12 @@ from pathlib import Path
 
 import numpy as np
 
+from bl2 import storage
 from bl2.cache import schema
 from bl2.cache.checks import ABS_TOL, Checks, logsumexp
 from bl2.cache.diagnostics import head_mass
 from bl2.cache.reader import CacheReader
+from bl2.cache.shards import ShardError
 from bl2.data.windows import gather_windows, row_starts, window_offsets
 from bl2.errors import UserError
 
@@ -30,16 +32,20 @@ def check_attrs(r: CacheReader, c: Checks) -> None:
     if r.mode == "sample":
         c.check("attrs", 1 <= int(r.n_draws) <= schema.MAX_DRAWS, f"n_draws {r.n_draws} outside 1..255")
     c.check("complete", r.complete and r.windows_done == r.n_windows,
-            f"complete={r.complete}, windows_done {r.windows_done} of n_windows {r.n_windows}")
+            f"complete={r.complete}, {r.windows_done} of {r.n_windows} windows committed")
 
 
 def read_block(r: CacheReader, start: int, stop: int, c: Checks) -> dict[str, np.ndarray]:
-    """The arrays of rows [start, stop) that decode; a checksum failure is recorded, not raised."""
+    """The arrays of rows [start, stop) that decode; a missing shard or a checksum failure is recorded, not
+    raised (the reader checks the shard files before it decodes)."""
     out = {}
     for name in r.arrays:
         try:
             out[name] = r.read(start, stop, [name])[name]
+            c.check("shards", True)
             c.check("checksums", True)
+        except ShardError as e:
+            c.check("shards", False, str(e))
         except UserError as e:
             c.check("checksums", False, str(e))
     return out
@@ -104,7 +110,7 @@ def check_tokens(r: CacheReader, block: dict, tokens: np.ndarray | None, start: 
 def load_tokens(r: CacheReader, data: Path | None, c: Checks) -> np.ndarray | None:
     from bl2.data.store import TokenStore
 
-    if data is None and not Path(r.data_dir).is_dir():
+    if data is None and not storage.is_dir(r.data_dir):
         c.skip("input_ids", f"recorded data_dir {r.data_dir} not found: pass --data to check the tokens")
         return None
     store = TokenStore(data if data is not None else r.data_dir)
@@ -125,14 +131,15 @@ def verify(path: str, data: Path | None = None, teachers: list[Path] | None = No
     c = Checks()
     check_attrs(r, c)
     tokens = load_tokens(r, data, c)
-    done = min(r.windows_done, r.n_windows)
-    for start in range(0, done, schema.SHARD_WINDOWS):
-        stop = min(done, start + schema.SHARD_WINDOWS)
+    done = 0
+    for start, stop in r.committed_ranges():
+        done += stop - start
         block = read_block(r, start, stop, c)
         where = f"rows {start}:{stop}"
         check_tokens(r, block, tokens, start, c)
         {"topk": check_topk, "full": check_full, "sample": check_sample}[r.mode](r, block, where, c)
     c.details["checksums"] = f"{len(r.arrays)} arrays, {done} rows"
+    c.details["shards"] = f"every shard file of the {done} committed rows is present"
     if teachers:
         from bl2.cache.recompute import recompute_check
 

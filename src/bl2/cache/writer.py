@@ -1,15 +1,15 @@
 """`bl2 cache-logits`: run the teacher ensemble once over the windows of a split and store its soft targets
-in a cache (format v1, DESIGN §5).
+in a cache (format v2, DESIGN §5 and docs/cache-format.md), on one process or many (torchrun).
 
 The main thread forwards the teachers batch by batch and turns the fp32 ensemble log-probs into the mode's
 arrays (`bl2.cache.targets`); a background thread (`bl2.cache.store.ShardWriter`) compresses and writes whole
-shards and commits `windows_done`. Batches never cross a shard boundary, so a resumed run forwards exactly the
-batches an uninterrupted run would and produces identical arrays.
+shards and commits each one. Batches never cross a shard boundary, so any run forwards exactly the batches of
+an uninterrupted one and produces identical arrays.
 
-Built for growth (DESIGN §8): the shard plan takes rank/world_size (rank r writes shards r, r+world, ...;
-shards are separate files, so ranks never touch the same file). Only the commit counter is single-process
-today: with several ranks each would commit its own progress (e.g. a per-rank subgroup's attrs) and rank 0
-would set `windows_done`/`complete` after a barrier. The store path stays a string (fsspec URLs later).
+Under torchrun, rank 0 checks --out and creates the group and arrays before any other rank writes; every rank
+then takes every N-th of the shards not yet committed and is the only writer of those shard files (Zarr loses
+data when two writers touch one shard); after all ranks are done rank 0 computes the diagnostics and sets
+`complete`. --out may be a local folder or an fsspec URL (s3://...).
 """
 
 from __future__ import annotations
@@ -18,23 +18,24 @@ import math
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
+from bl2 import storage
 from bl2.cache import schema
 from bl2.cache.targets import TargetSpec, compute_targets
 from bl2.data.windows import gather_windows, row_starts, window_offsets, windows_per_offset
 from bl2.errors import require
+from bl2.storage import display
 
 
 @dataclass
 class CacheLogitsConfig:
     """Everything `bl2 cache-logits` needs; checks that need no file run in __post_init__."""
 
-    data: Path  # prepared DATA dir (tokenizer + tokens.zarr)
-    teachers: list[Path]  # teacher model dirs (same vocab and tokenizer as DATA)
-    out: str  # cache path (a string: zarr over fsspec URLs later)
+    data: str  # prepared DATA dir (tokenizer + tokens.zarr): a folder or a URL
+    teachers: list[str]  # teacher model dirs (local; same vocab and tokenizer as DATA)
+    out: str  # cache location: a folder or an fsspec URL (s3://bucket/cache.zarr)
     split: str = "train"  # which token split the windows come from
     mode: str = "topk"  # topk | full | sample
     k: int = 64  # topk: ids kept per position
@@ -42,6 +43,7 @@ class CacheLogitsConfig:
     ensemble: str = "logit_mean"  # logit_mean (the paper's) | prob_mean
     n_draws: int = 50  # sample: draws with replacement per position (1..255)
     sample_temperature: float = 1.0  # sample: draw from p_T
+    logp_dtype: str = "float16"  # full: float16 (half the bytes) | float32 (offline == online to float32)
     offsets: int = 1  # window alignments (epoch e of the student uses alignment e mod N)
     seq_len: int | None = None  # default: the teachers' (max_position_embeddings // 2)
     batch_size: int = 32  # windows per teacher forward
@@ -49,8 +51,6 @@ class CacheLogitsConfig:
     overwrite: bool = False  # replace an existing cache with other settings
     max_windows: int | None = None  # first N windows per alignment only (quick runs, full-mode subsets)
     seed: int = 0  # sample: mixed with each row index into that window's generator seed
-    rank: int = 0  # this process's rank (shards rank, rank+world, ...)
-    world_size: int = 1  # writing processes (1 today)
     quiet: bool = False  # no progress bar / summary (benchmarks)
 
     def __post_init__(self):
@@ -60,8 +60,8 @@ class CacheLogitsConfig:
         require(self.offsets >= 1, f"--offsets must be >= 1, got {self.offsets}")
         require(self.seq_len is None or self.seq_len >= 1, f"--seq-len must be >= 1, got {self.seq_len}")
         require(self.max_windows is None or self.max_windows >= 1, "--max-windows must be >= 1")
-        require(0 <= self.rank < self.world_size, f"rank {self.rank} outside 0..{self.world_size - 1}")
-        require(self.world_size == 1, "several writing processes are not supported yet (world_size must be 1)")
+        require(self.logp_dtype in schema.LOGP_DTYPES, f"--logp-dtype must be one of {', '.join(schema.LOGP_DTYPES)}")
+        require(self.logp_dtype == "float16" or self.mode == "full", "--logp-dtype applies to --mode full only")
         temps = [float(t) for t in (self.temperatures or [])]
         require(all(math.isfinite(t) and t > 0 for t in temps), f"--temperatures must be > 0, got {temps}")
         if self.mode == "topk":
@@ -125,14 +125,15 @@ def plan_cache(cfg: CacheLogitsConfig) -> Plan:
         "window_offsets": offsets, "windows_per_offset": per, "temperatures": cfg.grid, "ensemble": cfg.ensemble,
         "teachers": teacher_records(cfg.teachers), "tokenizer_sha256": store.tokenizer_sha256,
         "tokens_sha256": store.split_sha256(cfg.split), "split": cfg.split,
-        "data_dir": str(Path(cfg.data).resolve()), "n_draws": cfg.n_draws if sample else None,
+        "data_dir": display(cfg.data), "n_draws": cfg.n_draws if sample else None,
         "sample_temperature": float(cfg.sample_temperature) if sample else None,
-        "sample_seed": cfg.seed if sample else None,
+        "sample_seed": cfg.seed if sample else None, "logp_dtype": cfg.logp_dtype if cfg.mode == "full" else None,
         "windows_done": 0, "complete": False, "diagnostics": {}, "bl2_version": __version__,
     }
+    attrs["committed_columns"] = ["rows", *schema.array_specs(attrs)]  # v2's commit record, per shard
     spec = TargetSpec(mode=cfg.mode, ensemble=cfg.ensemble, k=attrs["k"], temperatures=tuple(cfg.grid),
                       with_logz=schema.needs_logz(cfg.mode, cfg.grid), n_draws=attrs["n_draws"],
-                      sample_temperature=float(cfg.sample_temperature), seed=cfg.seed)
+                      sample_temperature=float(cfg.sample_temperature), seed=cfg.seed, logp_dtype=cfg.logp_dtype)
     return Plan(attrs, tokens, spec)
 
 
@@ -154,63 +155,97 @@ def compute_shard(ensemble, plan: Plan, start: int, stop: int, batch_size: int, 
     return block
 
 
-def write_shards(ensemble, plan: Plan, arrays: dict, group, done: int, cfg: CacheLogitsConfig) -> dict:
-    """Forward + write every shard from `done` on; returns this run's throughput."""
+def write_shards(ensemble, plan: Plan, arrays: dict, ranges: list, commit, cfg: CacheLogitsConfig) -> dict:
+    """Forward + write this rank's shards; returns its throughput."""
     from bl2.cache.store import ShardWriter
     from bl2.progress import make_progress
 
-    n = plan.attrs["n_windows"]
-    ranges = schema.shard_ranges(n, done, cfg.rank, cfg.world_size)
-    writer = ShardWriter(arrays, lambda stop: group.attrs.update({"windows_done": stop}),
-                         depth=1 if cfg.mode == "full" else 2)
+    writer = ShardWriter(arrays, commit, depth=1 if cfg.mode == "full" else 2)
     progress = nullcontext(None) if cfg.quiet else make_progress("windows")
     t0, cpu0 = time.perf_counter(), time.process_time()
+    windows = sum(e - s for s, e in ranges)
     with progress as bar:
-        task = bar.add_task("cache-logits", total=n, completed=done) if bar else None
+        task = bar.add_task("cache-logits", total=windows) if bar else None
         try:
             for start, stop in ranges:
                 block = compute_shard(ensemble, plan, start, stop, cfg.batch_size,
                                       lambda m: bar and bar.advance(task, m))
-                writer.put(start, stop, block)
+                writer.put(start // schema.SHARD_WINDOWS, start, stop, block)
             writer.close()
         except BaseException:
             writer.abort()
             raise
     seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0  # cpu: all threads, writer included
-    windows = sum(e - s for s, e in ranges)
-    return {"windows": windows, "seconds": seconds, "cpu_seconds": cpu, "windows_per_s": windows / max(seconds, 1e-9),
+    return {"windows": windows, "seconds": seconds, "cpu_seconds": cpu}
+
+
+def _throughput(parts: list[dict], plan: Plan, cfg: CacheLogitsConfig, device: str) -> dict:
+    """All ranks together: windows written over the slowest rank's time."""
+    windows, seconds = sum(p["windows"] for p in parts), max(p["seconds"] for p in parts)
+    return {"windows": windows, "seconds": seconds, "cpu_seconds": sum(p["cpu_seconds"] for p in parts),
+            "windows_per_s": windows / max(seconds, 1e-9), "processes": len(parts),
             "tokens_per_s": windows * plan.attrs["seq_len"] / max(seconds, 1e-9), "batch_size": cfg.batch_size,
-            "device": ensemble.device}
+            "device": device}
+
+
+def output_lock(d, cfg: CacheLogitsConfig):
+    """The cache's lock (bl2.locks), held by rank 0, the process that creates metadata and commits."""
+    from bl2.locks import hold
+
+    return hold(cfg.out, "cache") if d.is_main else nullcontext()
 
 
 def cache_logits(cfg: CacheLogitsConfig) -> dict:
-    """Create, resume or confirm the cache described by cfg; returns its final attrs (plus `state`)."""
-    from bl2.cache.diagnostics import compute_diagnostics, format_diagnostics
+    """Create, resume or confirm the cache described by cfg; returns its final attrs (plus `state`). Under
+    torchrun every rank calls this."""
     from bl2.cache.reader import CacheReader
-    from bl2.cache.store import open_store, output_state
+    from bl2.cache.store import committed_shards, open_for_write, output_state, prepare_store, shard_commit
     from bl2.model.ensemble import Ensemble
     from bl2.progress import console
-    from bl2.runtime import pick_device, provenance
+    from bl2.runtime import Dist, init_distributed, pick_device, provenance
 
     def say(message: str) -> None:  # soft_wrap: no line breaks inside messages in logs and pipes
-        if not cfg.quiet:
+        if not cfg.quiet and d.is_main:
             console.print(message, soft_wrap=True, markup=False)
 
-    plan = plan_cache(cfg)
-    state = output_state(cfg.out, plan.attrs, cfg.overwrite)
-    if state == "complete":
-        say(f"{cfg.out} is already complete ({plan.attrs['n_windows']} windows): nothing to do")
-        return {**CacheReader(cfg.out).attrs, "state": state}
     device = pick_device(cfg.device)
-    ensemble = Ensemble(cfg.teachers, device, cfg.ensemble)  # load before touching --out: a bad teacher fails here
-    plan.attrs["provenance"] = provenance(device) | {"batch_size": cfg.batch_size}
-    group, arrays, done = open_store(cfg.out, plan.attrs, state)
-    say(f"cache-logits: {plan.attrs['n_windows']} windows x {plan.attrs['seq_len']} tokens, mode {cfg.mode}, "
-        f"{len(cfg.teachers)} teachers on {device}" + (f", resuming at window {done}" if done else ""))
-    throughput = write_shards(ensemble, plan, arrays, group, done, cfg)
-    diagnostics = compute_diagnostics(CacheReader(cfg.out), throughput)
-    group.attrs.update({"diagnostics": diagnostics, "complete": True})  # `complete` is the last write
+    d = Dist(init_distributed(device))
+    plan = plan_cache(cfg)
+    with output_lock(d, cfg):  # one writer per cache (rank 0 holds it), from the state decision to `complete`
+        state = d.on_main(lambda: output_state(cfg.out, plan.attrs, cfg.overwrite))
+        if state == "complete":
+            say(f"{cfg.out} is already complete ({plan.attrs['n_windows']} windows): nothing to do")
+            return {**CacheReader(cfg.out).attrs, "state": state}
+        ensemble = Ensemble(cfg.teachers, device, cfg.ensemble)  # load before touching --out: a bad teacher fails here
+        plan.attrs["provenance"] = provenance(device) | {"batch_size": cfg.batch_size, "world_size": d.world_size}
+        d.on_main(lambda: prepare_store(cfg.out, plan.attrs, state))  # rank 0 creates; the others wait for it
+        group, arrays, record = open_for_write(cfg.out, plan.attrs)
+        done = committed_shards(record)
+        ranges = schema.shards_todo(plan.attrs["n_windows"], done, d.rank, d.world_size)
+        say(f"cache-logits: {plan.attrs['n_windows']} windows x {plan.attrs['seq_len']} tokens, mode {cfg.mode}, "
+            f"{len(cfg.teachers)} teachers on {device}" + (f" x {d.world_size} processes" if d.enabled else "")
+            + (f", resuming: {len(done)} of {schema.n_shards(plan.attrs['n_windows'])} shards already written"
+               if done else ""))
+        part = write_shards(ensemble, plan, arrays, ranges, shard_commit(arrays, record), cfg)
+        parts = d.gather(part)  # also the barrier: every rank has committed its shards
+        attrs = d.on_main(lambda: _complete(cfg, plan, _throughput(parts, plan, cfg, device), say))
+        return {**attrs, "state": state}
+
+
+def _complete(cfg: CacheLogitsConfig, plan: Plan, throughput: dict, say) -> dict:
+    """Rank 0, after every rank has finished: check every shard is committed, store diagnostics, set
+    `complete` (the last write)."""
+    from bl2.cache.diagnostics import compute_diagnostics, format_diagnostics
+    from bl2.cache.reader import CacheReader
+
+    reader = CacheReader(cfg.out)
+    missing = schema.n_shards(reader.n_windows) - len(reader.committed)
+    require(missing == 0, f"{cfg.out}: {missing} shards were not committed; rerun the same command to finish")
+    diagnostics = compute_diagnostics(reader, throughput)
+    group = storage.open_zarr_group(cfg.out, mode="r+")
+    group.attrs.update({"diagnostics": diagnostics, "windows_done": reader.n_windows})
+    group.attrs.update({"complete": True})  # `complete` is the last write
     for line in format_diagnostics(diagnostics):
         say(line)
     say(f"wrote {cfg.out}")
-    return {**dict(group.attrs), "state": state}
+    return dict(group.attrs)

@@ -11,8 +11,10 @@ from pathlib import Path
 import numpy as np
 
 from bl2.data.corpus import DEV_SUFFIXES, TRAIN_SUFFIXES, SourceFile, find_files, load_sources, split_lines, word_count
+from bl2.data.store import STORE_NAME
 from bl2.errors import UserError, require
 
+STORE_MARKER = "tokens.zarr/zarr.json"  # the token store's group metadata: its attrs mark a bl2 DATA dir
 MIN_VOCAB, MAX_VOCAB = 260, 65536  # 256 bytes + 3 specials + 1 merge; tokens are stored as uint16
 
 
@@ -33,10 +35,43 @@ class PrepareConfig:
         require(0.0 < self.val_fraction < 1.0, f"--val-fraction must be in (0, 1), got {self.val_fraction}")
 
 
-def check_output(out_dir: Path, overwrite: bool) -> None:
-    """Refuse an existing output without --overwrite, and an unwritable parent; nothing is touched here."""
-    out_dir = Path(out_dir)
-    require(not out_dir.exists() or overwrite, f"{out_dir} already exists; pass --overwrite to replace it")
+def is_data_dir(path: Path) -> bool:
+    """True for a DATA_DIR that `bl2 prepare` made (its token store carries the `bl2_token_store` attr)."""
+    import json
+
+    try:
+        meta = json.loads((Path(path) / STORE_NAME / "zarr.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and "bl2_token_store" in (meta.get("attributes") or {})
+
+
+def check_remote_output(out: str, overwrite: bool) -> None:
+    """A URL --out: refuse an existing DATA dir without --overwrite, and objects that are not a DATA dir."""
+    from bl2 import storage
+
+    if storage.exists(storage.join(out, STORE_MARKER)):
+        require(overwrite, f"{out} already exists; pass --overwrite to replace it")
+        return
+    fs, path = storage.filesystem(out)
+    require(not fs.exists(path) or not fs.ls(path), f"{out} holds objects that are not a bl2 DATA dir; refusing")
+
+
+def check_output(out_dir: str | Path, overwrite: bool) -> None:
+    """Refuse an existing output without --overwrite, anything but a DATA_DIR bl2 made (or an empty folder)
+    with it, and an unwritable parent; nothing is touched here."""
+    from bl2 import storage
+
+    if storage.is_remote(out_dir):
+        return check_remote_output(str(out_dir), overwrite)
+    out_dir = storage.local_path(out_dir)
+    if out_dir.exists() or out_dir.is_symlink():
+        require(overwrite, f"{out_dir} already exists; pass --overwrite to replace it")
+        require(out_dir.is_dir() and not out_dir.is_symlink(),
+                f"--out {out_dir} is not a folder: --overwrite only replaces a DATA_DIR made by bl2 prepare")
+        require(is_data_dir(out_dir) or not any(out_dir.iterdir()),
+                f"--out {out_dir} is not a DATA_DIR made by bl2 prepare (no {STORE_NAME} with the bl2_token_store "
+                "attribute): refusing to replace it")
     parent = out_dir.resolve().parent
     require(parent.is_dir(), f"output parent directory does not exist: {parent}")
     require(os.access(parent, os.W_OK), f"output directory is not writable: {parent}")
@@ -70,10 +105,10 @@ def _encode_split(encoder, files, progress, task) -> tuple[np.ndarray, list[dict
 def prepare(cfg: PrepareConfig) -> dict:
     """Run the whole preparation; returns the store's attrs. Writes into a temporary folder and renames at
     the end, so a failure or Ctrl-C never leaves a half-written or half-replaced DATA_DIR."""
-    from bl2 import __version__
-    from bl2.data.store import STORE_NAME, write_store
-    from bl2.data.tokenizer import FastEncoder, save_hf_tokenizer, tokenizer_sha256, train_tokenizer
-    from bl2.progress import console, make_progress
+    from bl2 import storage
+    from bl2.data.tokenizer import train_tokenizer
+    from bl2.locks import hold
+    from bl2.progress import console
 
     check_output(cfg.out_dir, cfg.overwrite)
     sources = load_sources(find_files(cfg.corpus_dir, TRAIN_SUFFIXES, "corpus"))
@@ -81,39 +116,93 @@ def prepare(cfg: PrepareConfig) -> dict:
     devs = load_sources(find_files(cfg.dev_dir, DEV_SUFFIXES, "dev"))
     require(bool(devs), f"every dev file in {cfg.dev_dir} is empty")
     texts = _split_texts(sources, cfg.val_fraction, devs)
-
-    console.print(f"training BPE tokenizer (vocab {cfg.vocab_size}) on {len(sources)} files ...")
-    tok = train_tokenizer((line for src in sources for line in src.lines), cfg.vocab_size)
-    out_dir = Path(cfg.out_dir)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.resolve().parent))
-    try:
-        save_hf_tokenizer(tok, tmp)
-        encoder = FastEncoder(tok)
-        total_chars = sum(len(line) + 1 for files in texts.values() for _, lines in files for line in lines)
-        splits, table = {}, {}
-        with make_progress() as progress:
-            task = progress.add_task("tokenizing", total=total_chars)
-            for name, files in texts.items():
-                splits[name], table[name] = _encode_split(encoder, files, progress, task)
-        attrs = {
-            "bl2_token_store": 1,
-            "vocab_size": tok.get_vocab_size(),
-            "tokenizer_sha256": tokenizer_sha256(tmp),
-            "val_fraction": cfg.val_fraction,
-            "files": table,
-            "corpus_dir": str(Path(cfg.corpus_dir).resolve()),
-            "dev_dir": str(Path(cfg.dev_dir).resolve()),
-            "bl2_version": __version__,
-        }
-        write_store(tmp / STORE_NAME, splits, attrs)
-        if out_dir.exists():  # only reached with --overwrite, and only once the new data is complete
-            shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    if storage.is_remote(cfg.out_dir):  # object stores have no locks (README): built locally, then uploaded
+        tok = train_tokenizer((line for src in sources for line in src.lines), cfg.vocab_size)
+        tmp = Path(tempfile.mkdtemp(prefix=".bl2-data."))
+        try:
+            attrs, splits = _write_data(cfg, tok, texts, tmp)
+            _upload(tmp, str(cfg.out_dir))
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)  # our own temp folder
+        print_table(attrs | {"splits": {n: {"n_tokens": int(len(a))} for n, a in splits.items()}})
+        return attrs
+    out_dir = storage.local_path(cfg.out_dir)
+    with hold(out_dir, "DATA dir"):  # the lock names the final path: the data is written elsewhere first
+        check_output(out_dir, cfg.overwrite)  # again, now that no other bl2 process can change it
+        console.print(f"training BPE tokenizer (vocab {cfg.vocab_size}) on {len(sources)} files ...")
+        tok = train_tokenizer((line for src in sources for line in src.lines), cfg.vocab_size)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.resolve().parent))
+        try:
+            attrs, splits = _write_data(cfg, tok, texts, tmp)
+            _replace(tmp, out_dir)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)  # our own temp folder, never anything else
+            raise
     print_table(attrs | {"splits": {n: {"n_tokens": int(len(a))} for n, a in splits.items()}})
     return attrs
+
+
+def _write_data(cfg: PrepareConfig, tok, texts: dict, tmp: Path) -> tuple[dict, dict]:
+    """Tokenizer files and tokens.zarr into the temp folder; returns (store attrs, token arrays)."""
+    from bl2 import __version__
+    from bl2.data.store import write_store
+    from bl2.data.tokenizer import FastEncoder, save_hf_tokenizer, tokenizer_sha256
+    from bl2.progress import make_progress
+
+    save_hf_tokenizer(tok, tmp)
+    encoder = FastEncoder(tok)
+    total_chars = sum(len(line) + 1 for files in texts.values() for _, lines in files for line in lines)
+    splits, table = {}, {}
+    with make_progress() as progress:
+        task = progress.add_task("tokenizing", total=total_chars)
+        for name, files in texts.items():
+            splits[name], table[name] = _encode_split(encoder, files, progress, task)
+    attrs = {
+        "bl2_token_store": 1,
+        "vocab_size": tok.get_vocab_size(),
+        "tokenizer_sha256": tokenizer_sha256(tmp),
+        "val_fraction": cfg.val_fraction,
+        "files": table,
+        # words seen in training = tokens consumed x this ratio of the split (BabyLM counts words)
+        "words_per_token": {name: words_per_token(rows, len(splits[name])) for name, rows in table.items()},
+        "corpus_dir": str(Path(cfg.corpus_dir).resolve()),
+        "dev_dir": str(Path(cfg.dev_dir).resolve()),
+        "bl2_version": __version__,
+    }
+    write_store(tmp / STORE_NAME, splits, attrs)
+    return attrs, splits
+
+
+def _replace(tmp: Path, out_dir: Path) -> None:
+    """Move the finished temp folder to out_dir. An old DATA_DIR (only reached with --overwrite, checked to be
+    bl2's) is first renamed aside and deleted only once the new one is in place, so no crash loses both."""
+    old = None
+    if out_dir.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old.", dir=out_dir.resolve().parent))
+        out_dir.rename(old / "data")
+    try:
+        tmp.rename(out_dir)
+    except BaseException:
+        if old is not None:
+            (old / "data").rename(out_dir)
+        raise
+    if old is not None:
+        shutil.rmtree(old)
+
+
+def _upload(local: Path, out: str) -> None:
+    """Replace the objects at `out` with the local DATA dir; the store's group metadata (which carries the
+    bl2 marker attrs) goes last, so a reader never finds a half-uploaded DATA dir that looks complete."""
+    from bl2 import storage
+
+    if storage.exists(storage.join(out, STORE_MARKER)):  # only reached with --overwrite
+        storage.remove_tree(out)
+    storage.upload_tree(local, out, last=STORE_MARKER)
+
+
+def words_per_token(rows: list[dict], n_tokens: int) -> float | None:
+    words = sum(r["words"] for r in rows)
+    return words / n_tokens if n_tokens and words else None
 
 
 def print_table(attrs: dict) -> None:

@@ -41,23 +41,42 @@ def write_store(path: Path, splits: dict[str, np.ndarray], attrs: dict) -> None:
 
 
 class TokenStore:
-    """Read access to a prepared DATA_DIR: tokens per split, attrs, and the tokenizer files next to it."""
+    """Read access to a prepared DATA_DIR (a local folder or a URL): tokens per split, attrs, and the tokenizer
+    files next to it (`tokenizer_dir`: a local folder; a remote DATA dir's tokenizer files are fetched once)."""
 
-    def __init__(self, data_dir: Path | str):
-        import zarr
+    def __init__(self, data_dir: str | Path):
+        from bl2 import storage
 
-        self.data_dir = Path(data_dir)
-        path = self.data_dir / STORE_NAME
-        require(self.data_dir.is_dir(), f"data directory not found: {self.data_dir}")
-        require(path.is_dir(), f"{self.data_dir} has no {STORE_NAME}: run `bl2 prepare` first")
+        self.data_dir = str(data_dir)
+        path = storage.join(self.data_dir, STORE_NAME)
+        require(storage.is_dir(self.data_dir), f"data directory not found: {self.data_dir}")
+        require(storage.exists(storage.join(path, "zarr.json")),
+                f"{self.data_dir} has no {STORE_NAME}: run `bl2 prepare` first")
         try:
-            self.group = zarr.open_group(str(path), mode="r")
+            self.group = storage.open_zarr_group(path, mode="r")
             self.attrs = dict(self.group.attrs)
         except Exception as e:  # a garbled store is a user-level problem
             raise UserError(f"cannot read token store {path}: {e}") from None
         require("vocab_size" in self.attrs, f"{path} is not a bl2 token store (no vocab_size attribute)")
         self.vocab_size = int(self.attrs["vocab_size"])
         self.tokenizer_sha256 = self.attrs["tokenizer_sha256"]
+        self._tokenizer_dir: str | None = None
+
+    @property
+    def tokenizer_dir(self) -> str:
+        """A local folder holding the DATA dir's tokenizer files (the DATA dir itself when it is local)."""
+        from bl2 import storage
+
+        if not storage.is_remote(self.data_dir):
+            return self.data_dir
+        if self._tokenizer_dir is None:
+            import tempfile
+
+            from bl2.data.tokenizer import TOKENIZER_FILES
+
+            dest = tempfile.mkdtemp(prefix="bl2-tokenizer-")
+            self._tokenizer_dir = str(storage.fetch_files(self.data_dir, TOKENIZER_FILES, dest))
+        return self._tokenizer_dir
 
     def split(self, name: str) -> np.ndarray:
         """All tokens of a split as a uint16 numpy array (checksums verified on read)."""
@@ -69,3 +88,16 @@ class TokenStore:
 
     def n_tokens(self, name: str) -> int:
         return int(self.attrs["splits"][name]["n_tokens"])
+
+    def n_words(self, name: str) -> int:
+        """Whitespace-separated words of a split's text (the per-file counts `bl2 prepare` records)."""
+        return sum(int(row["words"]) for row in self.attrs.get("files", {}).get(name, []))
+
+    def words_per_token(self, name: str = "train") -> float | None:
+        """Words per token of a split: recorded by `bl2 prepare` (attrs `words_per_token`); older DATA dirs
+        derive it from the per-file counts. None when the split has no tokens or no counts."""
+        recorded = self.attrs.get("words_per_token", {}).get(name)
+        if recorded is not None:
+            return float(recorded)
+        tokens, words = self.n_tokens(name), self.n_words(name)
+        return words / tokens if tokens and words else None

@@ -46,7 +46,10 @@ def save_hf_tokenizer(tok: Tokenizer, out_dir: Path) -> None:
     """Write tokenizer.json and the config files AutoTokenizer.from_pretrained needs."""
     from transformers import PreTrainedTokenizerFast
 
-    hf = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=BOS, eos_token=EOS, pad_token=PAD)
+    # right padding: real tokens keep the positions they were trained at (Llama counts positions from 0
+    # whatever the mask), and it is the BabyLM 2025 pipeline's fine-tuning default (--padding_side right)
+    hf = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=BOS, eos_token=EOS, pad_token=PAD,
+                                 padding_side="right")
     hf.save_pretrained(str(out_dir))
 
 

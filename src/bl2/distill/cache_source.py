@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import threading
 from collections import OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,6 +23,9 @@ from bl2.distill.order import epoch_order, rank_rows
 from bl2.distill.sources import Batch
 from bl2.errors import require
 
+READ_AHEAD = 4  # batches whose blocks are requested before they are needed (streaming)
+READ_AHEAD_BLOCKS = 8  # at most this many blocks read ahead (bounded memory: the LRU holds them too)
+READ_THREADS = 4  # concurrent block reads
 BLOCK = SHARD_WINDOWS  # rows per read block: one cache shard (a whole-shard read decodes nothing twice)
 MEMORY_CHOICES = ("auto", "yes", "no")
 
@@ -62,15 +66,23 @@ def open_cache(cache, in_memory: str = "auto") -> OpenedCache:
     """Open a complete cache (a location or a CacheReader); decode it whole into RAM when `in_memory` says so
     (auto: if it fits)."""
     from bl2.cache.reader import CacheReader
+    from bl2.cache.shards import check_committed_shards
 
     reader = cache if isinstance(cache, CacheReader) else CacheReader(cache)
     reader.require_complete()
+    check_committed_shards(reader)  # a deleted shard fails here, before a step is trained on zeros
     keep = decide_in_memory(in_memory, reader.nbytes_decoded())
     return OpenedCache(reader, reader.read_all() if keep else None)
 
 
 class CacheWindows:
-    """Random access (epoch, batch index) -> Batch over a complete cache."""
+    """Random access (epoch, batch index) -> Batch over a complete cache.
+
+    Streaming (the cache not in RAM) reads shard-sized blocks into a small LRU that plays the shuffle buffer.
+    Reads run on a few threads: the blocks a batch lacks are fetched concurrently, and the blocks of the next
+    READ_AHEAD batches are requested before they are needed, so a remote store's latency (one request per
+    block) overlaps training instead of stalling it. Threads, not processes: fsspec and zarr are not fork-safe.
+    """
 
     def __init__(self, opened: OpenedCache, seed: int, buffer: int = 8192, rank: int = 0, world_size: int = 1):
         self.reader, self.data, self.seed, self.buffer = opened.reader, opened.data, seed, buffer
@@ -78,8 +90,10 @@ class CacheWindows:
         self.n_windows = self.reader.windows_per_offset
         self.n_alignments = len(self.reader.window_offsets)
         self._blocks: OrderedDict[int, dict[str, np.ndarray]] = OrderedDict()
-        self._max_blocks = max(2, buffer // BLOCK + 2)
+        self._pending: dict[int, Future] = {}
+        self._max_blocks = max(2, buffer // BLOCK + 2) + READ_AHEAD_BLOCKS
         self._lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
         self._epoch, self._order = None, None
 
     def rows(self, epoch: int, index: int, batch_size: int) -> np.ndarray:
@@ -94,21 +108,46 @@ class CacheWindows:
         rows = self.rows(epoch, index, batch_size)
         if self.data is not None:
             return to_torch({name: a[rows] for name, a in self.data.items()})
-        return to_torch(self._gather(rows))
-
-    def _gather(self, rows: np.ndarray) -> dict[str, np.ndarray]:
         blocks = rows // BLOCK
-        parts = {b: self._block(int(b)) for b in np.unique(blocks)}
+        for b in np.unique(blocks):  # everything this batch needs, concurrently
+            self._request(int(b))
+        self._read_ahead(epoch, index, batch_size)
+        parts = {int(b): self._block(int(b)) for b in np.unique(blocks)}
         names = next(iter(parts.values())).keys()
-        return {n: np.stack([parts[b][n][r - b * BLOCK] for r, b in zip(rows, blocks)]) for n in names}
+        return to_torch({n: np.stack([parts[int(b)][n][r - b * BLOCK] for r, b in zip(rows, blocks)])
+                         for n in names})
+
+    def _read_ahead(self, epoch: int, index: int, batch_size: int) -> None:
+        """Request the blocks of the next batches of this epoch, at most READ_AHEAD_BLOCKS not yet held."""
+        budget = READ_AHEAD_BLOCKS
+        for j in range(index + 1, min(index + 1 + READ_AHEAD, self.n_windows // batch_size)):
+            for b in np.unique(self.rows(epoch, j, batch_size) // BLOCK):
+                if budget <= 0:
+                    return
+                budget -= self._request(int(b))
+
+    def _request(self, b: int) -> int:
+        """Start reading block b in a thread unless it is held or on its way; 1 if a read was started."""
+        with self._lock:
+            if b in self._blocks or b in self._pending:
+                return 0
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="bl2-cache-read")
+            self._pending[b] = self._pool.submit(self._load, b)
+            return 1
+
+    def _load(self, b: int) -> dict[str, np.ndarray]:
+        return self.reader.read(b * BLOCK, min((b + 1) * BLOCK, self.reader.n_windows))
 
     def _block(self, b: int) -> dict[str, np.ndarray]:
         with self._lock:
             if b in self._blocks:
                 self._blocks.move_to_end(b)
                 return self._blocks[b]
-        data = self.reader.read(b * BLOCK, min((b + 1) * BLOCK, self.reader.n_windows))
+            future = self._pending.get(b)
+        data = future.result() if future is not None else self._load(b)
         with self._lock:
+            self._pending.pop(b, None)
             self._blocks[b] = data
             while len(self._blocks) > self._max_blocks:
                 self._blocks.popitem(last=False)

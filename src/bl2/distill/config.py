@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import math
+import numbers
+import typing
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from bl2.distill.words import parse_marks
 from bl2.errors import UserError, require
 from bl2.model.presets import PRESETS, SEQ_LEN, TRAIN_DEFAULTS
 
 KL_REDUCTIONS = ("sequence", "token")
 # Fields that do not change what a run computes: --resume accepts new values for them.
-NOT_IDENTITY = ("log_every", "ckpt_every", "keep_checkpoints", "compile", "eval_batch_size")
+NOT_IDENTITY = ("log_every", "ckpt_every", "keep_checkpoints", "compile", "eval_batch_size", "word_checkpoints")
 
 
 @dataclass
@@ -36,6 +40,7 @@ class TrainConfig:
     ckpt_every: int = 200  # optimizer steps between checkpoints (and one at every epoch end)
     keep_checkpoints: int = 2  # newest step checkpoints kept on disk
     compile: bool = False  # torch.compile the student
+    word_checkpoints: str | None = None  # `babylm` or word counts `1M,2M,..`: HF model dirs as the run passes them
     # distillation (alpha = 1 and no target source = plain pretraining)
     alpha: float = 1.0  # weight of CE; (1 - alpha) * T^2 weighs the KL term
     temperature: float = 1.0  # distillation temperature T
@@ -43,12 +48,15 @@ class TrainConfig:
     shuffle_buffer: int = 8192  # windows shuffled together (cache sources read shard-sized blocks)
 
     def __post_init__(self):
-        require(self.preset in PRESETS, f"unknown preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
+        require(isinstance(self.preset, str) and self.preset in PRESETS,
+                f"unknown preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
         d = TRAIN_DEFAULTS[self.preset]
         for name in ("epochs", "lr", "batch_size", "grad_accum", "warmup", "weight_decay"):
             if getattr(self, name) is None:
                 setattr(self, name, getattr(d, name))
-        self.betas = tuple(self.betas)
+        if isinstance(self.word_checkpoints, (list, tuple)):  # a YAML list
+            self.word_checkpoints = ",".join(str(m) for m in self.word_checkpoints)
+        check_types(self)  # YAML gives any type: 2.5 steps or "yes" for a bool end here, with the field's name
         require(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
         require(self.lr > 0, f"lr must be > 0, got {self.lr}")
         require(self.batch_size >= 1 and self.grad_accum >= 1, "batch_size and grad_accum must be >= 1")
@@ -64,6 +72,11 @@ class TrainConfig:
                 "log_every, ckpt_every and keep_checkpoints must be >= 1")
         require(self.shuffle_buffer >= 1, "shuffle_buffer must be >= 1")
         require(self.val_every is None or self.val_every >= 1, f"val_every must be >= 1, got {self.val_every}")
+        require(self.eval_batch_size >= 1, f"eval_batch_size must be >= 1, got {self.eval_batch_size}")
+        require(self.grad_clip >= 0, f"grad_clip must be >= 0 (0 = off), got {self.grad_clip}")
+        require(self.eps > 0, f"eps must be > 0, got {self.eps}")
+        require(all(0.0 <= b < 1.0 for b in self.betas), f"betas must each be in [0, 1), got {list(self.betas)}")
+        parse_marks(self.word_checkpoints)  # a UserError now rather than after training started
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -88,6 +101,45 @@ class TrainConfig:
             return cls(**values)
         except TypeError as e:
             raise UserError(f"bad config: {e}") from None
+
+
+def check_types(cfg) -> None:
+    """Check (and normalise) every field against its annotation: ints are integers (not bools, not 2.5),
+    floats are finite numbers (a string such as "3e-4", which YAML 1.1 does not read as a number, is
+    converted), bools are booleans, pairs are two numbers. One-line UserError naming the field otherwise."""
+    hints = typing.get_type_hints(type(cfg))
+    for f in fields(cfg):
+        setattr(cfg, f.name, _typed(f.name, getattr(cfg, f.name), hints[f.name]))
+
+
+def _typed(name: str, value, hint):
+    args = typing.get_args(hint)
+    if type(None) in args:  # `X | None`
+        if value is None:
+            return None
+        hint = next(a for a in args if a is not type(None))
+    if typing.get_origin(hint) is tuple:
+        require(isinstance(value, (list, tuple)) and len(value) == len(typing.get_args(hint)),
+                f"{name} must be a list of {len(typing.get_args(hint))} numbers, got {value!r}")
+        return tuple(_typed(name, v, t) for v, t in zip(value, typing.get_args(hint)))
+    if hint is bool:
+        require(isinstance(value, bool), f"{name} must be true or false, got {value!r}")
+    elif hint is int:
+        require(isinstance(value, numbers.Integral) and not isinstance(value, bool),
+                f"{name} must be an integer, got {value!r}")
+        return int(value)
+    elif hint is float:
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                raise UserError(f"{name} must be a number, got {value!r}") from None
+        require(isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value),
+                f"{name} must be a finite number, got {value!r}")
+        return float(value)
+    elif hint is str:
+        require(isinstance(value, str), f"{name} must be a string, got {value!r}")
+    return value
 
 
 def load_yaml(path: Path) -> dict:

@@ -10,6 +10,7 @@ best-validation weights are kept and become the final model (the reference's loa
 from __future__ import annotations
 
 import math
+import os
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -18,7 +19,9 @@ import torch
 
 from bl2.distill import checkpoint
 from bl2.distill.config import TrainConfig
+from bl2.distill.rundir import locked_output
 from bl2.distill.sources import Prefetcher
+from bl2.distill.words import WordClock
 from bl2.errors import require
 
 
@@ -53,94 +56,162 @@ def make_optimizer(model, cfg: TrainConfig) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, fused=False, foreach=False)
 
 
+# Test-only hook: seconds to sleep after every optimizer step, so a test can kill a process mid-run.
+SLEEP_ENV = "BL2_TEST_STEP_SLEEP"
+
+
 class StopRun(Exception):
     """Raised by a hook to end a run cleanly (e.g. a pruned sweep trial): the loop logs a `stopped` event,
     keeps the best weights so far as the final model, and returns."""
 
 
+@locked_output  # one writer per run dir, for the whole run
 def train(job, out: str, resume: bool = False, overwrite: bool = False, device: str = "auto", hooks=()) -> dict:
     """Run a Job (see job.py) into the run dir `out`; returns the summary (best validation CE and its step).
     Each hook is called with every metrics row as it is written (`kind` train, val or event) and may raise
-    StopRun to end the run cleanly."""
+    StopRun to end the run cleanly. Under torchrun every rank calls this; rank 0 writes (see dist.py)."""
     from bl2.distill.rundir import RunDir
     from bl2.model.io import build_model, count_params
     from bl2.progress import console
-    from bl2.runtime import autocast_dtype, pick_device, provenance, seed_everything, tune_allocator
+    from bl2.runtime import (
+        Dist,
+        autocast_dtype,
+        device_type,
+        dist_backend,
+        init_distributed,
+        pick_device,
+        provenance,
+        seed_everything,
+        tune_allocator,
+    )
 
     cfg = job.cfg
     device = pick_device(device)
-    if device == "cpu":
+    d = Dist(init_distributed(device))
+    console.quiet = not d.is_main  # one console: rank 0's
+    require(cfg.batch_size % (d.world_size * cfg.grad_accum) == 0,
+            f"batch_size {cfg.batch_size} must divide evenly over {d.world_size} processes x {cfg.grad_accum} "
+            "micro-batches (--batch-size is the global batch)")
+    job.source.rank, job.source.world_size = d.rank, d.world_size
+    if device_type(device) == "cpu":
         tune_allocator()
     autocast, reason = autocast_dtype(device)
-    run = RunDir(out, job.identity, job.tokenizer_dir, resume, overwrite)
+    made = {}  # rank 0 checks and creates the run dir; the others follow once it has succeeded
+    d.on_main(lambda: made.setdefault("run", RunDir(out, job.identity, job.tokenizer_dir, resume, overwrite)) and None)
+    run = made.get("run") or RunDir(out, job.identity, job.tokenizer_dir, resume, overwrite, writer=False)
     seed_everything(cfg.seed)
     model = build_model(cfg.preset, job.identity["vocab_size"], cfg.seq_len, cfg.seed).to(device)
-    run.write_run_json({"config": cfg.to_dict(), "provenance": provenance(device), "dtype": reason,
+    prov = provenance(device) | {"world_size": d.world_size, "backend": dist_backend()}
+    run.write_run_json({"config": cfg.to_dict(), "provenance": prov, "dtype": reason,
                         "n_params": count_params(model), "started": time.strftime("%Y-%m-%dT%H:%M:%S")} | job.info)
     console.print(f"{job.identity['command']}: preset {cfg.preset} ({count_params(model) / 1e6:.2f}M params) on "
-                  f"{device}, {reason}; run dir {run.path}")
-    return fit(model, job, run, device, autocast, hooks)
+                  f"{device}" + (f" x {d.world_size} processes ({dist_backend()})" if d.enabled else "")
+                  + f", {reason}; run dir {run.path}")
+    try:
+        return fit(model, job, run, device, autocast, hooks, d)
+    finally:
+        d.barrier()
 
 
 class _Log:
-    """Writes metrics rows and shows each to the hooks."""
+    """Writes metrics rows (rank 0) and shows each to the hooks; remembers a StopRun a hook raised."""
 
-    def __init__(self, run, hooks):
-        self.run, self.hooks = run, list(hooks)
+    def __init__(self, run, hooks, d):
+        self.run, self.hooks, self.d = run, list(hooks), d
+        self.stop_reason: str | None = None
 
-    def __call__(self, row: dict) -> dict:
+    def __call__(self, row: dict) -> None:
+        if not self.d.is_main:
+            return
         row = self.run.log(row)
         for hook in self.hooks:
-            hook(row)
-        return row
+            try:
+                hook(row)
+            except StopRun as e:
+                self.stop_reason = self.stop_reason or str(e) or "stopped by a hook"
+
+    def stop_requested(self, device: str) -> bool:
+        """Did a hook on rank 0 ask to stop? (every rank gets the same answer)"""
+        return self.d.any(self.stop_reason is not None, device)
 
 
-def fit(model, job, run, device: str, autocast=None, hooks=(), rank: int = 0, world_size: int = 1):
+@dataclass
+class _Acc:
+    """Train CE / KL summed over the steps since the last log row (on the device: no sync per step)."""
+
+    ce: torch.Tensor
+    kl: torch.Tensor
+    has_kl: bool = False
+    steps: int = 0
+
+    def add(self, parts, grad_accum: int) -> None:
+        self.ce += parts.ce.detach() / grad_accum
+        if parts.kl is not None:
+            self.kl += parts.kl.detach() / grad_accum
+            self.has_kl = True
+
+    def take(self, d) -> tuple[float, float | None]:
+        """Means over the window (and over ranks), then reset."""
+        d.mean_(self.ce, self.kl)
+        ce, kl = float(self.ce) / self.steps, float(self.kl) / self.steps
+        self.ce.zero_()
+        self.kl.zero_()
+        self.steps = 0
+        return ce, kl if self.has_kl else None
+
+
+def fit(model, job, run, device: str, autocast=None, hooks=(), d=None) -> dict:
     """Train `model` in place on the job; `run` (a RunDir) receives metrics, checkpoints and the final model.
-    Returns the summary dict (best validation CE and its step). rank / world_size: the sources already read
-    per-rank shares of each global batch; gradient all-reduce (DDP under torchrun) is the missing piece."""
-    require(world_size == 1 and rank == 0, "multi-process training (world_size > 1) is not implemented yet")
-    from bl2.eval.loss import windows_ce
+    Returns the summary dict (best validation CE and its step)."""
+    from bl2.distill import dist
+    from bl2.eval.loss import windows_nll
     from bl2.progress import console, make_progress
+    from bl2.runtime import Dist, device_type
 
-    cfg, source, objective = job.cfg, job.source, job.objective
-    log = _Log(run, hooks)
-    plan = Plan.of(cfg, source.n_windows)
+    d = d or Dist()
+    cfg, objective = job.cfg, job.objective
+    log = _Log(run, hooks, d)
+    plan = Plan.of(cfg, job.source.n_windows)
+    words = WordClock.of(job, run, d.rank)  # words seen; word-count checkpoints (BabyLM)
     optimizer = make_optimizer(model, cfg)
     state = {"step": 0, "best_val_ce": None, "best_step": None}
-    resume_from = run.resume_checkpoint()
+    resume_from = d.on_main(run.resume_checkpoint)
     if resume_from is not None:
-        state = checkpoint.load(resume_from, model, optimizer)
-        run.truncate_metrics(state["step"])
-        log({"kind": "event", "event": "resume", "step": state["step"], "checkpoint": resume_from.name})
-    train_model = torch.compile(model) if cfg.compile else model
-    amp = (lambda: torch.autocast(device, dtype=autocast)) if autocast else nullcontext
+        state = checkpoint.load(resume_from, model, optimizer, d.rank, d.world_size)
+        if d.is_main:
+            run.truncate_metrics(state["step"])
+        log({"kind": "event", "event": "resume", "step": state["step"], "checkpoint": resume_from.name,
+             "world_size": d.world_size})
+    compiled = torch.compile(model) if cfg.compile else model
+    train_model = dist.wrap(compiled, device, d)
+    amp = (lambda: torch.autocast(device_type(device), dtype=autocast)) if autocast else nullcontext
+    val_share = job.val_windows[d.rank :: d.world_size]
 
-    def validate(step: int) -> float:
+    def validate(step: int) -> None:
         model.eval()
-        val_ce = windows_ce(lambda ids: train_model(input_ids=ids).logits, job.val_windows, cfg.eval_batch_size,
-                            device, autocast)
+        total, count = windows_nll(lambda ids: compiled(input_ids=ids).logits, val_share, cfg.eval_batch_size,
+                                   device, autocast)
+        total, count = d.sum(total, count)
         model.train()
-        row = {"kind": "val", "step": step, "epoch": step / plan.steps_per_epoch, "val_ce": val_ce,
-               "val_ppl": math.exp(val_ce)}
+        val_ce = total / max(count, 1)
         if state["best_val_ce"] is None or val_ce < state["best_val_ce"]:
             state.update(best_val_ce=val_ce, best_step=step)
-            checkpoint.save_best(run.path, model, {"step": step, "val_ce": val_ce})
+            if d.is_main:
+                checkpoint.save_best(run.path, model, {"step": step, "val_ce": val_ce})
         console.print(f"[bold]step {step}/{plan.total_steps}  val CE {val_ce:.4f}  (ppl {math.exp(val_ce):.1f})"
                       f"  best {state['best_val_ce']:.4f} @ {state['best_step']}")
-        log(row | {"best_val_ce": state["best_val_ce"]})
-        return val_ce
+        log({"kind": "val", "step": step, "epoch": step / plan.steps_per_epoch, "val_ce": val_ce,
+             "val_ppl": math.exp(val_ce), "best_val_ce": state["best_val_ce"]})
 
     start = state["step"]
     steps = [(s // plan.steps_per_epoch, s % plan.steps_per_epoch) for s in range(start, plan.total_steps)]
-    prefetch = Prefetcher(source, steps, cfg.batch_size)
-    tokens_per_step = cfg.batch_size * cfg.seq_len
+    prefetch = Prefetcher(job.source, steps, cfg.batch_size)
+    tokens_per_step = cfg.batch_size * cfg.seq_len  # the global batch: all ranks
     model.train()
-    t0, window_t0, window_steps = time.perf_counter(), time.perf_counter(), 0
-    ce_acc = torch.zeros((), device=device)
-    kl_acc = torch.zeros((), device=device)
-    has_kl = False
+    t0 = window_t0 = time.perf_counter()
+    acc = _Acc(torch.zeros((), device=device), torch.zeros((), device=device))
     stopped = None
+    sleep = float(os.environ.get(SLEEP_ENV, "0") or 0)
     try:
         with make_progress("steps") as bar:
             task = bar.add_task("training", total=plan.total_steps, completed=start)
@@ -149,58 +220,66 @@ def fit(model, job, run, device: str, autocast=None, hooks=(), rank: int = 0, wo
                 lr = lr_at(step, cfg, plan.total_steps)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
-                for micro in batch.split(cfg.grad_accum):
-                    with amp():
-                        logits = train_model(input_ids=micro.input_ids[:, :-1]).logits
-                    parts = objective(logits, micro)
-                    (parts.total / cfg.grad_accum).backward()
-                    ce_acc += parts.ce.detach() / cfg.grad_accum
-                    if parts.kl is not None:
-                        kl_acc += parts.kl.detach() / cfg.grad_accum
-                        has_kl = True
+                micros = batch.split(cfg.grad_accum)
+                for i, micro in enumerate(micros):
+                    with dist.no_sync(train_model, d, sync=i == len(micros) - 1):
+                        with amp():
+                            logits = train_model(input_ids=micro.input_ids[:, :-1]).logits
+                        parts = objective(logits, micro)  # outside autocast: the loss maths stays fp32
+                        (parts.total / cfg.grad_accum).backward()
+                    acc.add(parts, cfg.grad_accum)
                 if cfg.grad_clip > 0:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
-                done = step + 1
-                window_steps += 1
+                done, acc.steps = step + 1, acc.steps + 1
+                words.after_step(done, model)
+                if sleep:
+                    time.sleep(sleep)
                 bar.advance(task)
                 epoch_end = done % plan.steps_per_epoch == 0
-                val_now = epoch_end or done == plan.total_steps or (cfg.val_every and done % cfg.val_every == 0)
-                try:
-                    if done % cfg.log_every == 0 or done == plan.total_steps:
-                        elapsed = time.perf_counter() - window_t0
-                        tps = window_steps * tokens_per_step / elapsed
-                        eta = (plan.total_steps - done) * elapsed / window_steps
-                        row = {"kind": "train", "step": done, "epoch": done / plan.steps_per_epoch, "lr": lr,
-                               "ce": float(ce_acc) / window_steps, "tokens_per_s": tps,
-                               "elapsed_s": time.perf_counter() - t0}
-                        if has_kl:
-                            row["kl"] = float(kl_acc) / window_steps
-                        kl_txt = f"  KL {row['kl']:.4f}" if has_kl else ""
-                        console.print(f"step {done}/{plan.total_steps}  CE {row['ce']:.4f}{kl_txt}  lr {lr:.2e}"
-                                      f"  {tps:,.0f} tok/s  ETA {eta / 60:.1f} min")
-                        ce_acc.zero_()
-                        kl_acc.zero_()
-                        window_t0, window_steps = time.perf_counter(), 0
-                        log(row)
-                    if val_now:
-                        validate(done)
-                except StopRun as e:
-                    stopped = str(e) or "stopped by a hook"
+                logged = done % cfg.log_every == 0 or done == plan.total_steps
+                if logged:
+                    elapsed = time.perf_counter() - window_t0
+                    tps, eta = acc.steps * tokens_per_step / elapsed, (plan.total_steps - done) * elapsed / acc.steps
+                    ce, kl = acc.take(d)
+                    row = {"kind": "train", "step": done, "epoch": done / plan.steps_per_epoch, "lr": lr, "ce": ce,
+                           "tokens_per_s": tps, "elapsed_s": time.perf_counter() - t0} | ({} if kl is None else
+                                                                                            {"kl": kl})
+                    row |= words.seen(done)
+                    console.print(f"step {done}/{plan.total_steps}  CE {ce:.4f}" + ("" if kl is None else
+                                  f"  KL {kl:.4f}") + f"  lr {lr:.2e}  {tps:,.0f} tok/s  ETA {eta / 60:.1f} min")
+                    window_t0 = time.perf_counter()
+                    log(row)
+                validated = epoch_end or done == plan.total_steps or (cfg.val_every and done % cfg.val_every == 0)
+                if validated:
+                    validate(done)
+                if (logged or validated) and log.stop_requested(device):
+                    stopped = d.on_main(lambda: log.stop_reason)
                 state["step"] = done
                 if done % cfg.ckpt_every == 0 or epoch_end or done == plan.total_steps or stopped:
-                    checkpoint.save(run.path, done, model, optimizer, state | {"epoch": done / plan.steps_per_epoch},
-                                    cfg.keep_checkpoints)
+                    rng = d.gather(checkpoint.rng_state())
+                    if d.is_main:
+                        checkpoint.save(run.path, done, model, optimizer,
+                                        state | {"epoch": done / plan.steps_per_epoch}, cfg.keep_checkpoints, rng)
                 if stopped:
                     log({"kind": "event", "event": "stopped", "step": done, "reason": stopped})
                     break
     finally:
         prefetch.close()
-    best = checkpoint.load_best(run.path, model)
+    return _finish(model, run, state, stopped, time.perf_counter() - t0, log, d, words)
+
+
+def _finish(model, run, state: dict, stopped, train_s: float, log, d, words) -> dict:
+    """Rank 0: the best validation weights become the final model dir."""
+    from bl2.progress import console
+
     summary = {"kind": "event", "event": "done", "step": state["step"], "best_step": state["best_step"],
-               "best_val_ce": state["best_val_ce"], "train_s": time.perf_counter() - t0, "stopped": stopped}
-    log(summary)
-    run.save_final(model)
-    console.print(f"final model = best validation weights (step {best and best['step']}) -> {run.path}")
+               "best_val_ce": state["best_val_ce"], "train_s": train_s, "stopped": stopped}
+    summary = words.finish(summary)  # + words and tokens seen, budget; recorded in run.json (rank 0)
+    if d.is_main:
+        best = checkpoint.load_best(run.path, model)
+        log(summary)
+        run.save_final(model)
+        console.print(f"final model = best validation weights (step {best and best['step']}) -> {run.path}")
     return summary

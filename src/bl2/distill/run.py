@@ -12,22 +12,27 @@ def pretrain(cfg, data_dir, out, resume: bool = False, overwrite: bool = False, 
     """`bl2 pretrain`: CE-only training on DATA's train split with random window offsets per epoch."""
     from bl2.distill.job import pretrain_job
     from bl2.distill.loop import train
+    from bl2.distill.rundir import preflight
 
+    preflight(out, resume, overwrite)  # a wrong --out fails before the data is loaded
     return train(pretrain_job(cfg, str(data_dir)), str(out), resume, overwrite, device, hooks)
 
 
 def distill(cfg, out, cache=None, teachers=None, data_dir=None, ensemble: str = "logit_mean",
             cache_in_memory: str = "auto", resume: bool = False, overwrite: bool = False, device: str = "auto",
-            hooks=()) -> dict:
+            hooks=(), teacher_words=None) -> dict:
     """`bl2 distill`: from a cache (teachers never loaded) or, as the online baseline, from live teachers.
-    Same loop, same loss; only the target source differs."""
+    Same loop, same loss; only the target source differs. teacher_words: the teachers' training words (one
+    count, or one per teacher) where their run.json cannot tell (the budget ledger)."""
     from bl2.distill.job import cache_job, online_job
     from bl2.distill.loop import train
+    from bl2.distill.rundir import preflight
 
     require((cache is None) != (teachers is None), "give either --cache or --teachers (not both)")
+    preflight(out, resume, overwrite)  # a wrong --out fails before a cache is decoded or a teacher loaded
     data = None if data_dir is None else str(data_dir)
     if cache is not None:
-        job = cache_job(cfg, cache, data, cache_in_memory)
+        job = cache_job(cfg, cache, data, cache_in_memory, teacher_words)
     else:
-        job = online_job(cfg, [str(t) for t in teachers], data, ensemble, device)
+        job = online_job(cfg, [str(t) for t in teachers], data, ensemble, device, teacher_words)
     return train(job, str(out), resume, overwrite, device, hooks)

@@ -1,10 +1,16 @@
 """Run dirs. A run dir is itself the final Hugging Face model dir (config.json, model.safetensors and the
 tokenizer files at its root) and also holds run.json (resolved config, data/teacher identity, versions,
 device, git sha), metrics.jsonl (rows of `bl2.metrics`) and checkpoints/.
+
+The rules for --out: a new (or empty) dir starts a run; an existing bl2 run dir (it has run.json) needs
+--resume (same identity) or --overwrite (the only case where bl2 deletes a run dir); anything else is refused
+and left alone. --resume of a dir that does not exist is refused too (resume is not a fresh start: a typo in
+--out would silently begin a new run). The whole run holds the dir's lock (bl2.locks, see `locked_output`).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 from pathlib import Path
@@ -12,28 +18,63 @@ from pathlib import Path
 from bl2 import metrics
 from bl2.distill import checkpoint
 from bl2.errors import UserError, require
-from bl2.storage import local_path
+from bl2.storage import local_path, require_writable_dir
 
 RUN_JSON = "run.json"
 METRICS = metrics.FILENAME
 
 
-class RunDir:
-    """Creates, validates and writes a run dir. `identity` is what must match for --resume to continue."""
+def preflight(path: str | Path, resume: bool, overwrite: bool) -> Path:
+    """Every check of --out that needs no job, before anything heavy is loaded; touches nothing."""
+    path = local_path(path, "a run dir (--out)")
+    require(not (resume and overwrite), "--resume and --overwrite exclude each other")
+    require(not path.exists() or path.is_dir(), f"--out {path} is a file, not a run dir")
+    is_new = not path.exists() or not any(path.iterdir())  # an empty dir is new
+    is_run = (path / RUN_JSON).is_file()
+    if resume:
+        require(not is_new, f"--resume: nothing to resume at {path}; drop --resume to start a new run")
+        require(is_run, f"--resume: {path} is not a bl2 run dir (no {RUN_JSON})")
+    elif not is_new:
+        require(overwrite, f"{path} already exists; pass --resume to continue it or --overwrite to replace it")
+        require(is_run, f"{path} is not a bl2 run dir (no {RUN_JSON}); refusing to overwrite it")
+    require_writable_dir(path, "run dir")
+    return path
 
-    def __init__(self, path: str | Path, identity: dict, tokenizer_dir: str | Path, resume: bool, overwrite: bool):
-        self.path = local_path(path, "a run dir (--out)")
+
+def locked_output(train):
+    """Decorator of `train(job, out, ...)`: the run dir `out` is locked for the whole run, so a second bl2
+    process on it is refused with the holder named. Under torchrun only rank 0 (the writer) takes it."""
+
+    @functools.wraps(train)
+    def run_locked(job, out, *args, **kwargs):
+        from bl2.locks import hold
+        from bl2.runtime import dist_env
+
+        if dist_env().rank != 0:
+            return train(job, out, *args, **kwargs)
+        with hold(local_path(out, "a run dir (--out)"), "run dir"):
+            return train(job, out, *args, **kwargs)
+
+    return run_locked
+
+
+class RunDir:
+    """Creates, validates and writes a run dir. `identity` is what must match for --resume to continue.
+    Construct it while holding the dir's lock (`locked_output`)."""
+
+    def __init__(self, path: str | Path, identity: dict, tokenizer_dir: str | Path, resume: bool, overwrite: bool,
+                 writer: bool = True):
+        """writer=False: a torchrun rank other than 0, which reads checkpoints but never writes or checks."""
         self.identity, self.tokenizer_dir, self.resume = identity, local_path(tokenizer_dir), resume
-        require(not (resume and overwrite), "--resume and --overwrite exclude each other")
-        exists = any(self.path.iterdir()) if self.path.is_dir() else self.path.exists()  # an empty dir is new
-        if exists and not resume:
-            require(overwrite, f"{self.path} already exists; pass --resume to continue it or --overwrite to replace it")
-            require((self.path / RUN_JSON).is_file() or (self.path / "config.json").is_file(),
-                    f"{self.path} is not a bl2 run dir; refusing to overwrite it")
-            shutil.rmtree(self.path)
-        if resume and exists:
-            require((self.path / RUN_JSON).is_file(), f"--resume: {self.path} is not a bl2 run dir (no {RUN_JSON})")
+        self.writer = writer
+        if not writer:
+            self.path = local_path(path, "a run dir (--out)")
+            return
+        self.path = preflight(path, resume, overwrite)  # again: the lock is held now
+        if resume:
             self._check_identity()
+        elif (self.path / RUN_JSON).is_file():  # --overwrite of a bl2 run dir (checked above)
+            shutil.rmtree(self.path)
         self.path.mkdir(parents=True, exist_ok=True)
 
     @property
@@ -41,8 +82,13 @@ class RunDir:
         return self.path / METRICS
 
     def _check_identity(self) -> None:
-        saved = json.loads((self.path / RUN_JSON).read_text()).get("identity")
-        diff = sorted(_diff(saved or {}, json.loads(json.dumps(self.identity))))  # a new field at None is no change
+        try:
+            saved = json.loads((self.path / RUN_JSON).read_text())
+        except (OSError, ValueError) as e:
+            raise UserError(f"--resume: {self.path / RUN_JSON} is unreadable ({str(e).splitlines()[0]})") from None
+        require(isinstance(saved, dict) and isinstance(saved.get("identity"), dict),
+                f"--resume: {self.path / RUN_JSON} has no run identity: not a run dir bl2 can continue")
+        diff = sorted(_diff(saved["identity"], json.loads(json.dumps(self.identity))))
         if diff:
             raise UserError(f"--resume: {self.path} was made with a different configuration ({', '.join(diff[:6])})")
 
@@ -52,25 +98,30 @@ class RunDir:
     def write_run_json(self, extra: dict) -> None:
         """Written once, when the run starts; a resumed run keeps the original (resumes go to metrics.jsonl)."""
         target = self.path / RUN_JSON
-        if not target.exists():
+        if self.writer and not target.exists():
             target.write_text(json.dumps({"identity": self.identity, **extra}, indent=2, default=str))
 
     def log(self, row: dict) -> dict:
-        return metrics.append(self.metrics_path, row)
+        return metrics.append(self.metrics_path, row) if self.writer else row
 
     def truncate_metrics(self, step: int) -> None:
         """Drop rows logged after the checkpoint we resume from (they will be logged again)."""
         metrics.truncate_after(self.metrics_path, step)
 
     def save_final(self, model) -> None:
+        from bl2.distill.card import write_card
         from bl2.model.io import save_model_dir
 
         save_model_dir(model, self.path, self.tokenizer_dir)
+        write_card(self.path)  # README.md: the Hugging Face model card
 
 
 def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
+    """The keys of identity `b` (the new run's) whose values differ in `a` (the saved one). A new key at None
+    is no change; a key only the saved identity has (one this bl2 no longer records, such as the paths of
+    the data and the cache: they may move) is not compared."""
     out = []
-    for key in set(a) | set(b):
+    for key in b:
         va, vb = a.get(key), b.get(key)
         if isinstance(va, dict) and isinstance(vb, dict):
             out += _diff(va, vb, f"{prefix}{key}.")

@@ -1,7 +1,9 @@
 """`bl2 eval blimp`: BLiMP minimal-pair accuracy of a model dir or a direct ensemble, scored exactly as the
 BabyLM 2024 pipeline (lm-evaluation-harness) does: each sentence is conditioned on a single BOS token, its
 score is the summed log-probability of the tokens of `" " + sentence`, and a pair is correct when
-score(good) >= score(bad). Subtask accuracy = mean over pairs; suite score = unweighted mean over subtasks.
+score(good) >= score(bad): a tie counts as correct (the 2024 rule, kept as the default; the 2025 pipeline's
+argmax gives a tie to the first sentence), and ties are counted per subtask. Subtask accuracy = mean over pairs;
+suite score = unweighted mean over subtasks.
 
 Speed: every distinct sentence is scored once, and a batch of sentences (in lexicographic token order) is
 packed into prefix tries, so that each distinct prefix costs one position of one forward pass (a custom 4D
@@ -27,16 +29,17 @@ from bl2.progress import console, make_progress
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model", "vocab.txt")
 ENSEMBLE_RULE = "logit_mean"  # the paper's direct ensemble: raw logits averaged, then log-softmax
+TIE_RULE = "a tie (equal log-probabilities) counts as correct (BabyLM 2024 / lm-eval); ties are counted per subtask"
 
 
 # ----------------------------------------------------------------------------------------------- tokenizer
 def check_model_dirs(model_dirs: list[Path]) -> None:
     """Cheap checks before anything heavy: each dir exists, is a model dir and has tokenizer files."""
-    from bl2.model.io import check_model_dir
+    from bl2.model.io import read_config
 
     require(len(model_dirs) >= 1, "no model dirs given")
     for d in model_dirs:
-        check_model_dir(d)
+        read_config(d)  # the dir exists and its config.json is a JSON object
         require(any((Path(d) / f).is_file() for f in TOKENIZER_FILES),
                 f"{d} has no tokenizer ({' / '.join(TOKENIZER_FILES[:2])} missing)")
 
@@ -285,11 +288,12 @@ def summarise(scores: np.ndarray, subtasks: list[SubtaskPairs], model_dirs: list
         for st in subtasks:
             acc = float(st.correct(scores[k : k + 1]).mean())
             suite = res.suites.setdefault(st.suite, {"score": 0.0, "n_pairs": 0, "n_subtasks": 0, "subtasks": {}})
-            suite["subtasks"][st.name] = {"acc": acc, "n": len(st.pairs)}
+            suite["subtasks"][st.name] = {"acc": acc, "n": len(st.pairs), "ties": int(st.ties(scores[k : k + 1]).sum())}
         for suite in res.suites.values():
             accs = [s["acc"] for s in suite["subtasks"].values()]
             suite.update(score=float(np.mean(accs)), n_subtasks=len(accs),
-                         n_pairs=sum(s["n"] for s in suite["subtasks"].values()))
+                         n_pairs=sum(s["n"] for s in suite["subtasks"].values()),
+                         ties=sum(s["ties"] for s in suite["subtasks"].values()))
         if len(res.suites) > 1:
             res.average = float(np.mean([s["score"] for s in res.suites.values()]))
         results.append(res)
@@ -298,8 +302,12 @@ def summarise(scores: np.ndarray, subtasks: list[SubtaskPairs], model_dirs: list
 
 # ----------------------------------------------------------------------------------------------- outputs
 def check_output(path: Path | None, overwrite: bool) -> None:
+    """Before any scoring: an existing file needs --overwrite, and the file must be writable."""
+    from bl2.storage import require_writable_file
+
     if path is not None:
         require(overwrite or not Path(path).exists(), f"{path} exists; pass --overwrite to replace it")
+        require_writable_file(path, "output file")
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -319,7 +327,7 @@ def sample_lines(scores: np.ndarray, subtasks: list[SubtaskPairs]) -> list[str]:
         for j, p in enumerate(st.pairs):
             rec = {"suite": st.suite, "subtask": st.name, "index": p.index, "sentence_good": p.good,
                    "sentence_bad": p.bad, "logp_good": float(good[-1, j]), "logp_bad": float(bad[-1, j]),
-                   "correct": bool(good[-1, j] >= bad[-1, j])}
+                   "correct": bool(good[-1, j] >= bad[-1, j]), "tie": bool(good[-1, j] == bad[-1, j])}
             if len(scores) > 1:
                 rec["members_logp_good"] = [float(x) for x in good[:-1, j]]
                 rec["members_logp_bad"] = [float(x) for x in bad[:-1, j]]
@@ -347,12 +355,18 @@ def print_table(results: list[BlimpResult]) -> None:
         table.add_column("n", justify="right", no_wrap=True)
         for r in results:
             table.add_column(r.name, justify="right", no_wrap=True, min_width=5)
+        table.add_column("ties", justify="right", no_wrap=True)  # per system, counted correct
+
+        def ties(get):
+            return "/".join(str(get(r.suites[suite_name])["ties"]) for r in results)
+
         for st_name, st in suite["subtasks"].items():
             table.add_row(st_name, str(st["n"]),
-                          *[f"{100 * r.suites[suite_name]['subtasks'][st_name]['acc']:.1f}" for r in results])
+                          *[f"{100 * r.suites[suite_name]['subtasks'][st_name]['acc']:.1f}" for r in results],
+                          ties(lambda s: s["subtasks"][st_name]))
         table.add_section()
         table.add_row(f"[bold]{suite_name} (macro over {suite['n_subtasks']})[/]", str(suite["n_pairs"]),
-                      *[f"[bold]{100 * r.suites[suite_name]['score']:.1f}[/]" for r in results])
+                      *[f"[bold]{100 * r.suites[suite_name]['score']:.1f}[/]" for r in results], ties(lambda s: s))
         console.print(table)
     for r in results:
         scores = ", ".join(f"{name} {100 * s['score']:.1f}" for name, s in r.suites.items())
@@ -395,6 +409,7 @@ def evaluate_blimp(model_dirs: list[Path], data_dir: Path, suite: str = "all", l
         settings = {"suite": suite, "data_dir": str(Path(data_dir).resolve()), "suites": [s.name for s in suites],
                     "limit": limit, "batch_size": batch_size, "device": device, "ensemble_rule": ENSEMBLE_RULE,
                     "prefix_token_id": tok.bos_token_id, "continuation": "' ' + sentence, no special tokens",
+                    "tie_rule": TIE_RULE,
                     "batching": "prefix tries" if pack else "length-sorted, right-padded",
                     "date": datetime.now(UTC).isoformat(timespec="seconds")}
         write_atomic(out, results_json(results, settings, timing(score_s, len(sentences), subtasks), device))

@@ -119,6 +119,11 @@ class SubtaskPairs:
         """[K, n] bool: good >= bad (a tie counts as correct, as in lm-eval's argmax over [good, bad])."""
         return scores[:, self.good] >= scores[:, self.bad]
 
+    def ties(self, scores: np.ndarray) -> np.ndarray:
+        """[K, n] bool: equal log-probabilities. They count as correct (the BabyLM 2024 rule); the 2025 pipeline
+        gives a tie to whichever sentence comes first, so a tie count shows how much either rule is worth."""
+        return scores[:, self.good] == scores[:, self.bad]
+
 
 def index_sentences(suites: list[Suite]) -> tuple[list[str], list[SubtaskPairs]]:
     """Distinct sentences (each scored once) and, per subtask, where its pairs' sentences sit."""

@@ -19,30 +19,45 @@ def nll_sum(logits_BLV: torch.Tensor, labels_BL: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.cross_entropy(logits_BLV.float().flatten(0, 1), labels_BL.flatten(), reduction="sum")
 
 
-def windows_ce(forward, windows: np.ndarray, batch_size: int, device: str, autocast=None, progress=None) -> float:
-    """Mean token CE of `forward(input_ids) -> logits` over windows [N, L+1] (inputs [:, :-1], labels [:, 1:])."""
+def windows_nll(forward, windows: np.ndarray, batch_size: int, device: str, autocast=None,
+                progress=None) -> tuple[float, int]:
+    """(summed NLL, label count) of `forward(input_ids) -> logits` over windows [N, L+1] (inputs [:, :-1],
+    labels [:, 1:]); sums, so that shares of the windows (one per rank) add up to the whole."""
+    from bl2.runtime import device_type
+
     total, count = 0.0, 0
     with torch.inference_mode():
         for s in range(0, len(windows), batch_size):
             ids = torch.from_numpy(windows[s : s + batch_size].astype(np.int64)).to(device)
-            with torch.autocast(device, dtype=autocast) if autocast else nullcontext():
+            with torch.autocast(device_type(device), dtype=autocast) if autocast else nullcontext():
                 logits = forward(ids[:, :-1])
             total += float(nll_sum(logits, ids[:, 1:]))
             count += ids[:, 1:].numel()
             if progress is not None:
                 progress(len(ids))
+    return total, count
+
+
+def windows_ce(forward, windows: np.ndarray, batch_size: int, device: str, autocast=None, progress=None) -> float:
+    """Mean token CE of `forward(input_ids) -> logits` over windows [N, L+1] (inputs [:, :-1], labels [:, 1:])."""
+    total, count = windows_nll(forward, windows, batch_size, device, autocast, progress)
     return total / max(count, 1)
 
 
 def evaluate_loss(model_dirs: list[Path], data_dir: Path, split: str = "test", batch_size: int = 32,
-                  device: str = "auto", seq_len: int | None = None, out: Path | None = None) -> dict:
-    """CE/perplexity of each model dir and, with several, of their direct ensemble; prints a table."""
+                  device: str = "auto", seq_len: int | None = None, out: Path | None = None,
+                  overwrite: bool = False) -> dict:
+    """CE/perplexity of each model dir and, with several, of their direct ensemble; prints a table. `out`
+    (JSON) is checked before any scoring: an existing file needs `overwrite`, and it must be writable."""
     from bl2.data.store import TokenStore
     from bl2.data.windows import eval_windows
+    from bl2.eval.blimp import check_output, write_atomic
     from bl2.model.ensemble import Ensemble, combine
     from bl2.progress import console, make_progress
     from bl2.runtime import pick_device
 
+    require(batch_size >= 1, f"--batch-size must be >= 1, got {batch_size}")
+    check_output(out, overwrite)
     store = TokenStore(data_dir)
     device = pick_device(device)
     ens = Ensemble(model_dirs, device)
@@ -73,7 +88,7 @@ def evaluate_loss(model_dirs: list[Path], data_dir: Path, split: str = "test", b
               "n_tokens": count, "models": names, "results": results}
     _print(report, console)
     if out:
-        Path(out).write_text(json.dumps(report, indent=2))
+        write_atomic(Path(out), json.dumps(report, indent=2))
     return report
 
 

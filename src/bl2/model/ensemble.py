@@ -22,10 +22,10 @@ def tokenizer_identity(model_dir: Path) -> str | None:
 
 def check_compatible(dirs: list[Path]) -> tuple[int, str | None]:
     """All members must share vocab size and tokenizer; returns (vocab_size, tokenizer sha256)."""
-    from bl2.model.io import read_config
+    from bl2.model.io import config_int
 
     require(len(dirs) >= 1, "no model dirs given")
-    vocabs = {str(d): int(read_config(d)["vocab_size"]) for d in dirs}
+    vocabs = {str(d): config_int(d, "vocab_size") for d in dirs}
     require(len(set(vocabs.values())) == 1, f"ensemble members have different vocab sizes: {vocabs}")
     shas = {str(d): tokenizer_identity(d) for d in dirs}
     require(len(set(shas.values())) == 1, "ensemble members have different tokenizers: "

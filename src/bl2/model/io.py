@@ -43,6 +43,19 @@ def save_model_dir(model, out_dir: Path, tokenizer_dir: Path) -> None:
     hf_logging.disable_progress_bar()  # one bar per save is noise in training logs
     model.save_pretrained(str(out_dir), safe_serialization=True)
     copy_tokenizer(tokenizer_dir, out_dir)
+    state_padding_side(out_dir)
+
+
+def state_padding_side(model_dir: Path, side: str = "right") -> None:
+    """Write the padding side into tokenizer_config.json (DATA dirs older than bl2's explicit one lack it):
+    fine-tuning tools (AutoModelForSequenceClassification, the BabyLM pipeline) pad batches, and with Llama's
+    positions counted from 0 regardless of the mask, right padding keeps every real token where it was trained."""
+    path = Path(model_dir) / "tokenizer_config.json"
+    if not path.is_file():
+        return
+    config = json.loads(path.read_text())
+    if "padding_side" not in config:
+        path.write_text(json.dumps(config | {"padding_side": side}, indent=2, ensure_ascii=False) + "\n")
 
 
 def check_model_dir(path: Path) -> Path:
@@ -53,27 +66,48 @@ def check_model_dir(path: Path) -> Path:
 
 
 def read_config(path: Path) -> dict:
-    return json.loads((check_model_dir(path) / "config.json").read_text())
+    """config.json of a model dir as a dict; garbled JSON is a one-line UserError."""
+    file = check_model_dir(path) / "config.json"
+    try:
+        config = json.loads(file.read_text())
+    except (OSError, ValueError) as e:
+        raise UserError(f"{file} is not valid JSON ({_first_line(e)})") from None
+    require(isinstance(config, dict), f"{file} is not a JSON object")
+    return config
+
+
+def config_int(path: Path, key: str, default: int | None = None) -> int:
+    """An integer entry of a model dir's config.json (vocab_size, max_position_embeddings, ...)."""
+    value = read_config(path).get(key, default)
+    require(isinstance(value, int) and not isinstance(value, bool),
+            f"{Path(path) / 'config.json'}: {key} must be an integer, got {value!r}")
+    return value
 
 
 def load_model(path: Path, device: str = "cpu", dtype=None):
-    """Load any HF causal LM dir in eval mode (fp32 unless a dtype is given)."""
+    """Load any HF causal LM dir in eval mode (fp32 unless a dtype is given). A dir whose weights or config
+    cannot be loaded (random or truncated safetensors, a config transformers refuses) is a UserError."""
     import torch
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
     path = check_model_dir(path)
+    read_config(path)
     hf_logging.disable_progress_bar()
     try:
         model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype or torch.float32)
-    except (OSError, ValueError) as e:
-        raise UserError(f"cannot load model from {path}: {str(e).splitlines()[0]}") from None
+    except Exception as e:  # SafetensorError, OSError, ValueError, KeyError...: the dir is the user's artefact
+        raise UserError(f"cannot load model from {path}: {_first_line(e)}") from None
     return model.to(device).eval()
+
+
+def _first_line(e: BaseException) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
 
 
 def model_seq_limit(path: Path) -> int:
     """Longest input the model's position embeddings allow."""
-    return int(read_config(path).get("max_position_embeddings", 0))
+    return config_int(path, "max_position_embeddings", 0)
 
 
 def count_params(model) -> int:
