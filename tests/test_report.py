@@ -135,6 +135,16 @@ def test_teacher_found_by_weights_hash(study, tmp_path):
     assert groups == {"t1": "teachers", "student0": "students (2 teachers)", "baseline0": "controls"}
 
 
+def test_online_student_and_its_teachers(study, data_dir, tmp_path):
+    online = tmp_path / "online"
+    distill(TrainConfig(**(COMMON | dict(seed=0, alpha=0.5, max_steps=2))), online, teachers=study["teachers"],
+            data_dir=data_dir, device="cpu")
+    r = run_cli("report", online, *study["teachers"], "--out", tmp_path / "rep")
+    assert r.exit_code == 0, r.stderr
+    groups = {m["label"]: m["group"] for m in json.loads((tmp_path / "rep" / "results.json").read_text())["models"]}
+    assert groups == {"online": "students (2 teachers, online)", "teacher0": "teachers", "teacher1": "teachers"}
+
+
 def test_bad_inputs_are_one_line_errors(study, tmp_path, monkeypatch):
     empty = tmp_path / "empty"
     empty.mkdir()
