@@ -446,3 +446,33 @@ def quickstart(
                  eval_limit=eval_limit)  # None = the QuickstartConfig default
     run(QuickstartConfig(out=out, corpus=corpus, dev=dev, blimp_dir=blimp_dir, preset=preset, vocab_size=vocab_size,
                          overwrite=overwrite, device=device, **{n: v for n, v in given.items() if v is not None}))
+
+
+# ----------------------------------------------------------------------------------------------- report
+@app.command()
+@user_errors
+def report(
+    runs: Annotated[list[str], typer.Argument(
+        metavar="RUN_DIR..", help="Run dirs, or folders searched for run dirs (a sweep study, a runs/ folder).")],
+    out: Annotated[Path, typer.Option(help="Folder for report.md, results.json and the figures (PNG + SVG).")],
+    evals: Annotated[list[str] | None, typer.Option(
+        "--evals", metavar="FILE|DIR",
+        help="A JSON written by `bl2 eval loss|blimp --out`, or a folder searched for them; repeatable.")
+    ] = None,
+    cache: Annotated[list[str] | None, typer.Option(
+        "--cache", metavar="CACHE", help="A cache whose diagnostics the report shows; repeatable.")] = None,
+    label: Annotated[list[str] | None, typer.Option(
+        "--label", metavar="DIR=NAME", help="Show run dir DIR as NAME; repeatable.")] = None,
+    group: Annotated[list[str] | None, typer.Option(
+        "--group", metavar="DIR=NAME", help="Put run dir DIR in group NAME instead of its role's; repeatable.")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing report folder.")] = False,
+):
+    """The paper's figures and tables from run dirs, evaluations, caches and sweeps: OUT/report.md with training
+    curves, every metric by group (Figure 1), BLiMP against validation CE (Figure 2), cache diagnostics and a
+    results table. Needs matplotlib (the `report` extra of bl2)."""
+    from bl2.report import ReportConfig, parse_pairs
+    from bl2.report import report as run
+
+    run(ReportConfig(runs=runs, out=out, evals=evals or [], caches=cache or [],
+                     labels=parse_pairs(label or [], "--label"), groups=parse_pairs(group or [], "--group"),
+                     overwrite=overwrite))
