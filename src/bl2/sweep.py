@@ -189,6 +189,8 @@ def run_sweep(cfg: SweepConfig) -> dict:
     settings = _settings(cfg, space, min_resource)
     storage = cfg.storage or default_storage(cfg.study)
     name = cfg.study_name or cfg.study.resolve().name
+    if cfg.storage:
+        make_storage(cfg.storage)  # a bad URL fails before the study folder is made
     cfg.study.mkdir(parents=True, exist_ok=True)
     with study_lock(cfg.study):
         study, worker = _open_or_create(cfg, settings, storage, name)

@@ -17,6 +17,7 @@ from bl2.errors import UserError, require
 from bl2.sweep import best_trial, counts, load_study, trial_dir
 
 CONFIRM_JSON = "confirm.json"
+STATES = {"FAIL": "failed"}  # Optuna's state names, lower case, with this one spelt as the counts spell it
 
 
 def _fmt(v) -> str:
@@ -31,10 +32,10 @@ def trial_rows(study) -> list[dict]:
         note = attrs.get("error") or ("" if attrs.get("stopped") == "pruned" else attrs.get("stopped", ""))
         if "retry_of" in attrs:
             note = f"retry of {attrs['retry_of']}" + (f"; {note}" if note else "")
-        if t.state.name == "FAIL" and not note:
+        if t.state.name == "FAIL" and not note:  # failed by a worker that found it without a heartbeat
             note = "worker lost"
-        rows.append({"trial": t.number, "state": t.state.name.lower(), "value": t.value, "step": t.last_step,
-                     "params": dict(t.params), "note": note, "run_dir": attrs.get("run_dir")})
+        rows.append({"trial": t.number, "state": STATES.get(t.state.name, t.state.name.lower()), "value": t.value,
+                     "step": t.last_step, "params": dict(t.params), "note": note, "run_dir": attrs.get("run_dir")})
     return rows
 
 
@@ -48,19 +49,20 @@ def sweep_status(study_dir: Path, storage: str | None = None) -> dict:
     rows = trial_rows(study)
     best = best_trial(study)
     n = counts(study)
-    names = sorted({k for r in rows for k in r["params"]})
     title = (f"sweep {meta['settings']['kind']} {meta['study_name']!r}: {n['finished']}/{meta.get('trials', '?')} "
              f"finished ({n['complete']} complete, {n['pruned']} pruned), {n['failed']} failed, "
              f"{n['running']} running, {n['waiting']} waiting")
     table = Table(title=title, caption=None if best is None else
                   f"best: trial {best.number}, val CE {best.value:.4f}")
-    for col in ("trial", "state", "val CE", "step", *names, "note"):
-        table.add_column(col, justify="right" if col not in ("state", "note") else "left")
+    for col in ("trial", "state", "val CE", "step"):
+        table.add_column(col, justify="left" if col == "state" else "right", no_wrap=True)
+    table.add_column("parameters", ratio=1)  # wraps: any number of parameters stays readable at 80 columns
+    table.add_column("note")
     for r in rows:
         mark = " *" if best is not None and r["trial"] == best.number else ""
         table.add_row(f"{r['trial']}{mark}", r["state"], "" if r["value"] is None else f"{r['value']:.4f}",
                       "" if r["step"] is None else str(r["step"]),
-                      *[_fmt(r["params"][k]) if k in r["params"] else "" for k in names], r["note"])
+                      ", ".join(f"{k} {_fmt(v)}" for k, v in r["params"].items()), r["note"])
     console.print(table)
     return {"study": meta["study_name"], "counts": n, "trials": rows,
             "best": None if best is None else {"trial": best.number, "value": best.value, "params": best.params}}
