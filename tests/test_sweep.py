@@ -114,10 +114,11 @@ def test_status_and_confirm(study, monkeypatch):
     assert confirm(study, seeds=2, device="cpu")["mean"] == result["mean"]
 
 
-def start_worker(data_dir: Path, study: Path, space: Path, trials: int, sleep: float) -> subprocess.Popen:
+def start_worker(data_dir: Path, study: Path, space: Path, trials: int, sleep: float,
+                 heartbeat: float = 1) -> subprocess.Popen:
     """`python -m bl2 sweep teachers ...` in its own process group, every optimizer step slowed by `sleep` s."""
     cmd = [sys.executable, "-m", "bl2", "sweep", "teachers", "--data", str(data_dir), "--space", str(space),
-           "--trials", str(trials), "--study", str(study), "--heartbeat", "1", *FIXED]
+           "--trials", str(trials), "--study", str(study), "--heartbeat", str(heartbeat), *FIXED]
     return subprocess.Popen(cmd, env=os.environ | {"BL2_TEST_STEP_SLEEP": str(sleep)}, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
 
@@ -165,10 +166,10 @@ def test_two_workers_share_one_sqlite_study(tmp_path, data_dir):
 
     space = write(tmp_path / "space.yaml", LR_SPACE)
     study = tmp_path / "study"
-    proc = start_worker(data_dir, study, space, 5, sleep=0.3)
+    proc = start_worker(data_dir, study, space, 5, sleep=0.3, heartbeat=2)  # a loaded machine: no false "lost"
     try:
         wait_for_training(proc, study / "trials" / "trial-0000")
-        teacher_sweep(study, space, data_dir, trials=5, heartbeat=1)
+        teacher_sweep(study, space, data_dir, trials=5, heartbeat=2)
         assert proc.wait(timeout=120) == 0, proc.stderr.read()[-2000:]
     finally:
         if proc.poll() is None:

@@ -351,7 +351,7 @@ def run_trial(study, trial, space: Space, cfg: SweepConfig, make_job) -> bool:
     info = {"study": str(cfg.study.resolve()), "trial": trial.number, "params": values, "kind": cfg.kind}
     if "retry_of" in trial.user_attrs:
         info["retry_of"] = trial.user_attrs["retry_of"]
-    trial.set_user_attr("run_dir", str(out))
+    trial.set_user_attr("run_dir", str(out.resolve()))
     console.rule(f"[bold]trial {trial.number}: " + ", ".join(f"{k}={_fmt(v)}" for k, v in values.items()))
     error, summary = None, None
     with _Heartbeat(trial, cfg.heartbeat):

@@ -97,7 +97,7 @@ def confirm(study_dir: Path, seeds: int = 3, device: str = "auto", storage: str 
                                           "params": dict(best.params), "kind": kind, "seed": seed}}
             train(job, str(out), resume=(out / "run.json").is_file(), device=device)
             done = metrics.events(out / metrics.FILENAME, "done")
-        values.append({"seed": seed, "best_val_ce": done[-1]["best_val_ce"], "run_dir": str(out)})
+        values.append({"seed": seed, "best_val_ce": done[-1]["best_val_ce"], "run_dir": str(out.resolve())})
     result = _summary(best, cfg.seed, values)
     (study_dir / CONFIRM_JSON).write_text(json.dumps(result, indent=2))
     console.print(result["verdict"])
