@@ -40,12 +40,17 @@ class Plan:
 
 
 def lr_at(step: int, cfg: TrainConfig, total: int) -> float:
-    """Linear warm-up from 0 over `warmup` steps, then cosine decay to 0 at `total` (HF's cosine schedule).
-    The schedule is a pure function of the step, so the checkpointed step is its whole state."""
+    """Linear warm-up from 0 over `warmup` steps, then `cfg.lr_schedule`: cosine or linear decay to 0 at `total`
+    (HF's schedules of those names), or constant. A pure function of the step: the checkpointed step is its
+    whole state."""
     if step < cfg.warmup:
         return cfg.lr * step / max(1, cfg.warmup)
-    progress = (step - cfg.warmup) / max(1, total - cfg.warmup)
-    return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    progress = min(1.0, (step - cfg.warmup) / max(1, total - cfg.warmup))
+    if cfg.lr_schedule == "linear":
+        return cfg.lr * (1.0 - progress)
+    if cfg.lr_schedule == "constant":
+        return cfg.lr
+    return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def make_optimizer(model, cfg: TrainConfig) -> torch.optim.AdamW:
@@ -100,7 +105,8 @@ def train(job, out: str, resume: bool = False, overwrite: bool = False, device: 
     d.on_main(lambda: made.setdefault("run", RunDir(out, job.identity, job.tokenizer_dir, resume, overwrite)) and None)
     run = made.get("run") or RunDir(out, job.identity, job.tokenizer_dir, resume, overwrite, writer=False)
     seed_everything(cfg.seed)
-    model = build_model(cfg.preset, job.identity["vocab_size"], cfg.seq_len, cfg.seed).to(device)
+    model = build_model(cfg.preset, job.identity["vocab_size"], cfg.seq_len, cfg.seed,
+                        attention_dropout=cfg.attention_dropout).to(device)
     prov = provenance(device) | {"world_size": d.world_size, "backend": dist_backend()}
     run.write_run_json({"config": cfg.to_dict(), "provenance": prov, "dtype": reason,
                         "n_params": count_params(model), "started": time.strftime("%Y-%m-%dT%H:%M:%S")} | job.info)

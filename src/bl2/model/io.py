@@ -12,7 +12,7 @@ from bl2.errors import UserError, require
 TOKENIZER_GLOBS = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
 
-def build_model(preset: str, vocab_size: int, seq_len: int, seed: int):
+def build_model(preset: str, vocab_size: int, seq_len: int, seed: int, attention_dropout: float = 0.0):
     """A freshly initialised LlamaForCausalLM of `preset`; the init is seeded (the reference's was not)."""
     import torch
     from transformers import LlamaForCausalLM
@@ -20,7 +20,7 @@ def build_model(preset: str, vocab_size: int, seq_len: int, seed: int):
     from bl2.model.presets import llama_config
 
     torch.manual_seed(seed)
-    config = llama_config(preset, vocab_size, seq_len)
+    config = llama_config(preset, vocab_size, seq_len, attention_dropout)
     config._attn_implementation = "sdpa"
     return LlamaForCausalLM(config)
 
