@@ -104,3 +104,12 @@ def test_fused_under_autocast_matmuls_in_bf16(mode):
     assert parts.total.dtype == torch.float32 and h.grad.dtype == w.grad.dtype == torch.float32
     assert torch.allclose(parts.total.double(), b.total, rtol=2e-2)
     assert torch.allclose(torch.cat([h.grad.flatten(), w.grad.flatten()]).double(), gb, rtol=5e-2, atol=5e-3)
+
+
+def test_linear_ce_sum_equals_cross_entropy(monkeypatch):
+    """Validation's chunked CE of hidden @ weight^T is the summed cross-entropy of the full logits."""
+    monkeypatch.setattr(fused, "CHUNK_ELEMENTS", 4 * V)
+    (h, w), batch = make_batch(5)
+    labels = batch.input_ids[:, 1:]
+    expected = torch.nn.functional.cross_entropy((h @ w.t()).flatten(0, 1), labels.flatten(), reduction="sum")
+    assert torch.allclose(fused.linear_ce_sum(h, w, labels), expected, rtol=1e-10)

@@ -191,6 +191,22 @@ def linear_loss_and_grad(h_NH: torch.Tensor, w_VH: torch.Tensor, labels_N: torch
     return ce_sum, kl_sum, grad_h, grad_w.to(w_VH.dtype)
 
 
+def linear_ce_sum(hidden_BLH: torch.Tensor, weight_VH: torch.Tensor, labels_BL: torch.Tensor) -> torch.Tensor:
+    """Summed CE of the logits hidden @ weight^T, chunk by chunk (validation: no [B, L, V] logits; call it
+    without grad)."""
+    hdim, v = hidden_BLH.shape[-1], weight_VH.shape[0]
+    h, labels = hidden_BLH.reshape(-1, hdim), labels_BL.reshape(-1, 1)
+    compute_dtype, n, step = _compute_dtype(h), len(h), chunk_rows(v, h.device)
+    hc, wc = h.to(compute_dtype), weight_VH.to(compute_dtype)
+    buf = torch.empty(min(step, n), v, dtype=torch.promote_types(h.dtype, torch.float32), device=h.device)
+    total = torch.zeros((), dtype=buf.dtype, device=h.device)
+    with torch.autocast(h.device.type, enabled=False):
+        for s in range(0, n, step):
+            e = min(n, s + step)
+            total += ce_only(_logits(hc[s:e], wc, buf[: e - s]), labels[s:e], {}, Weights(1.0, 0.0, 1.0)).ce
+    return total
+
+
 def _logits(h_PH: torch.Tensor, w_VH: torch.Tensor, buf: torch.Tensor) -> torch.Tensor:
     """z = h W^T into `buf` (fp32 math); in lower precision the matmul runs in it, then is upcast."""
     if h_PH.dtype == buf.dtype:

@@ -18,6 +18,7 @@ import torch
 
 from bl2.distill import checkpoint
 from bl2.distill.config import TrainConfig
+from bl2.distill.fused import linear_ce_sum
 from bl2.distill.sources import Prefetcher
 from bl2.errors import require
 
@@ -125,8 +126,8 @@ def fit(model, job, run, device: str, autocast=None, hooks=(), rank: int = 0, wo
 
     def validate(step: int) -> float:
         model.eval()
-        val_ce = windows_ce(lambda ids: train_model(input_ids=ids, use_cache=False).logits, job.val_windows,
-                            cfg.eval_batch_size, device, autocast)
+        val_ce = windows_ce(lambda ids: final_hidden(train_model, ids), job.val_windows, cfg.eval_batch_size,
+                            device, autocast, nll=lambda h, labels: linear_ce_sum(h, head.weight, labels))
         model.train()
         row = {"kind": "val", "step": step, "epoch": step / plan.steps_per_epoch, "val_ce": val_ce,
                "val_ppl": math.exp(val_ce)}

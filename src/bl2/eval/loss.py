@@ -19,15 +19,18 @@ def nll_sum(logits_BLV: torch.Tensor, labels_BL: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.cross_entropy(logits_BLV.float().flatten(0, 1), labels_BL.flatten(), reduction="sum")
 
 
-def windows_ce(forward, windows: np.ndarray, batch_size: int, device: str, autocast=None, progress=None) -> float:
-    """Mean token CE of `forward(input_ids) -> logits` over windows [N, L+1] (inputs [:, :-1], labels [:, 1:])."""
+def windows_ce(forward, windows: np.ndarray, batch_size: int, device: str, autocast=None, progress=None,
+               nll=nll_sum) -> float:
+    """Mean token CE of `forward(input_ids) -> logits` over windows [N, L+1] (inputs [:, :-1], labels [:, 1:]).
+    `nll(output, labels)` sums the NLL of what `forward` returns (training passes hidden states and a chunked
+    output layer, so that no [B, L, V] logits exist)."""
     total, count = 0.0, 0
     with torch.inference_mode():
         for s in range(0, len(windows), batch_size):
             ids = torch.from_numpy(windows[s : s + batch_size].astype(np.int64)).to(device)
             with torch.autocast(device, dtype=autocast) if autocast else nullcontext():
                 logits = forward(ids[:, :-1])
-            total += float(nll_sum(logits, ids[:, 1:]))
+            total += float(nll(logits, ids[:, 1:]))
             count += ids[:, 1:].numel()
             if progress is not None:
                 progress(len(ids))
