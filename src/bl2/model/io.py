@@ -25,6 +25,18 @@ def build_model(preset: str, vocab_size: int, seq_len: int, seed: int, attention
     return LlamaForCausalLM(config)
 
 
+def final_hidden(model, input_ids):
+    """The final (normed) hidden states [B, L, H] of a causal LM, without its output layer (the fused training loss
+    applies that layer chunk by chunk). The call goes through the model's own forward, so wrappers (DDP,
+    torch.compile) see it; an empty `logits_to_keep` skips the [B, L, V] logits, and no KV cache is built
+    (transformers builds one by default even in training)."""
+    import torch
+
+    none = torch.empty(0, dtype=torch.long, device=input_ids.device)
+    out = model(input_ids=input_ids, use_cache=False, output_hidden_states=True, logits_to_keep=none)
+    return out.hidden_states[-1]
+
+
 def copy_tokenizer(src_dir: Path, dst_dir: Path) -> None:
     src_dir, dst_dir = Path(src_dir), Path(dst_dir)
     require((src_dir / "tokenizer.json").is_file(), f"{src_dir} has no tokenizer.json")
