@@ -1,14 +1,25 @@
-"""Benchmark: one distillation step from the cache vs CE-only training vs online distillation from live
-teachers: the same student preset, batch and windows, measured side by side in one run.
+"""Benchmark: bl2's training step (CE only, distillation from caches, online distillation) against a minimal
+Hugging Face `Trainer` CE run: the same student preset, windows, batch, threads and allocator setting, side by
+side in one run.
 
-Each configuration runs in its own child process (so peak RSS is its own), twice, interleaved
-(ce, cache, online, ce, cache, online, ...). Step time = median over the steps after a warm-up, from the
-per-step rows of metrics.jsonl; peak RSS = the child's ru_maxrss (median over repeats). Targets (reported,
-not asserted): cache <= 1.05x CE-only step time and <= 1.10x its peak RSS; online slower by the teachers' forward.
+Configurations, each in its own child process (so peak RSS is its own), interleaved over the repeats:
+- hf-trainer-ce: `transformers.Trainer` on the same LlamaForCausalLM (`bl2.model.io.build_model`), the same
+  pretraining windows, labels = input ids (HF's causal-LM convention), its default optimizer (fused AdamW) and
+  gradient clipping; bf16 on CUDA, as bl2;
+- ce: `bl2 pretrain` (alpha = 1, no targets);
+- cache-ram:MODE / cache-stream:MODE: `bl2 distill --cache` with alpha 0.5, the decoded cache held in RAM or
+  streamed in shard-sized blocks, for each cache given (topk, sample, ...);
+- online: `bl2 distill --teachers` (live teachers, full-vocabulary targets).
+Step time = median over the steps after a warm-up (bl2: the per-step rows of metrics.jsonl; Trainer: the time
+between consecutive `on_step_end` callbacks, data loading included in both); step peak RSS = the child's VmHWM
+at the last measured step, process peak = its ru_maxrss at exit (bl2's final validation and saves, the
+Trainer's end of training), both medians over repeats. Targets (reported, not asserted): bl2 CE <= 1.00x the
+Trainer's step; from a cache <= 1.05x the Trainer's CE step and <= 1.10x bl2 CE's peak RSS.
 
-    python benchmarks/bench_distill.py --data DATA --teachers T1,T2 --cache CACHE.zarr [--preset tiny]
+    python benchmarks/bench_distill.py --data DATA --teachers T1,T2 --cache TOPK.zarr,SAMPLE.zarr \
+        [--preset tiny] [--device cpu|cuda]
 
-Exits non-zero when a configuration fails.
+Needs `pip install -e '.[bench]'` (accelerate, for the Trainer). Exits non-zero when a configuration fails.
 """
 
 from __future__ import annotations
@@ -20,95 +31,203 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
-CONFIGS = ("ce", "cache-ram", "cache-stream", "online")
+BASE = "hf-trainer-ce"
+
+
+def bench_cfg(args, alpha: float):
+    from bl2.distill.config import TrainConfig
+
+    return TrainConfig(preset=args.preset, batch_size=args.batch_size, max_steps=args.warmup + args.steps,
+                       log_every=1, ckpt_every=10**6, eval_batch_size=8, alpha=alpha,
+                       shuffle_buffer=args.shuffle_buffer)
+
+
+def hwm_mb() -> float | None:
+    """The process's peak RSS so far (VmHWM, Linux), in MiB."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        return None
+
+
+def child_bl2(args, out: Path) -> tuple[list[float], float | None]:
+    """Train one bl2 configuration: the step times of the measured steps and the peak RSS at the last step. The
+    final validation reads only 64 windows (it is not what is measured, and the whole val split would take
+    longer than the steps)."""
+    import dataclasses
+
+    from bl2 import metrics
+    from bl2.distill.job import cache_job, online_job, pretrain_job
+    from bl2.distill.loop import train
+
+    kind, _, cache = args.config.partition(":")
+    if kind == "ce":
+        job = pretrain_job(bench_cfg(args, 1.0), str(args.data))
+    elif kind == "online":
+        job = online_job(bench_cfg(args, 0.5), args.teachers.split(","), str(args.data), device=args.device)
+    else:
+        job = cache_job(bench_cfg(args, 0.5), cache, str(args.data), "yes" if kind == "cache-ram" else "no")
+    peaks = []
+    train(dataclasses.replace(job, val_windows=job.val_windows[:64]), str(out), overwrite=True, device=args.device,
+          hooks=[lambda row: row["kind"] == "train" and peaks.append(hwm_mb())])
+    tps = [r["tokens_per_s"] for r in metrics.read(out / "metrics.jsonl", "train")][args.warmup:]
+    return [args.batch_size * 128 / t for t in tps], peaks[-1]
+
+
+def child_trainer(args, out: Path) -> tuple[list[float], float | None]:
+    """A minimal Trainer CE run on bl2's model and pretraining windows: the step times of the measured steps and
+    the peak RSS at the last step."""
+    import torch
+    from transformers import Trainer, TrainerCallback, TrainingArguments
+
+    from bl2.data.store import TokenStore
+    from bl2.distill.sources import RandomOffsetWindows
+    from bl2.model.io import build_model
+    from bl2.runtime import pick_device
+
+    device = pick_device(args.device)
+    cfg = bench_cfg(args, 1.0)
+    store = TokenStore(args.data)
+    windows = RandomOffsetWindows(store.split("train"), cfg.seq_len, cfg.seed)
+
+    class Windows(torch.utils.data.Dataset):  # epoch 0 of bl2's pretraining order, one window per item
+        def __len__(self):
+            return windows.n_windows
+
+        def __getitem__(self, i):
+            ids = windows.batch(0, i, 1).input_ids[0, :-1]
+            return {"input_ids": ids, "labels": ids}
+
+    class Clock(TrainerCallback):
+        def __init__(self):
+            self.ends, self.peak = [time.perf_counter()], None
+
+        def on_step_end(self, *_, **__):
+            self.ends.append(time.perf_counter())
+            self.peak = hwm_mb()
+
+    model = build_model(cfg.preset, store.vocab_size, cfg.seq_len, cfg.seed)
+    targs = TrainingArguments(output_dir=str(out), per_device_train_batch_size=cfg.batch_size,
+                              max_steps=cfg.max_steps, learning_rate=cfg.lr, warmup_steps=cfg.warmup,
+                              lr_scheduler_type="cosine", weight_decay=cfg.weight_decay, save_strategy="no",
+                              report_to=[], logging_steps=10**6, disable_tqdm=True, seed=cfg.seed,
+                              dataloader_num_workers=0, use_cpu=device == "cpu", bf16=device.startswith("cuda"))
+    clock = Clock()
+    Trainer(model=model, args=targs, train_dataset=Windows(), callbacks=[clock]).train()
+    steps = [b - a for a, b in zip(clock.ends, clock.ends[1:])]
+    return steps[args.warmup:], clock.peak
 
 
 def child(args) -> None:
-    """Train one configuration for warmup + steps steps; print {step_times, peak_rss_mb} as JSON."""
-    from bl2 import metrics
-    from bl2.distill.config import TrainConfig
-    from bl2.distill.run import distill, pretrain
+    """Run one configuration; print {step_s, step_peak_rss_mb, peak_rss_mb} as JSON."""
+    from bl2.runtime import tune_allocator
 
-    cfg = TrainConfig(preset=args.preset, batch_size=args.batch_size, max_steps=args.warmup + args.steps,
-                      log_every=1, ckpt_every=10**6, eval_batch_size=8, alpha=0.5 if args.config != "ce" else 1.0,
-                      shuffle_buffer=args.shuffle_buffer)
-    out = Path(args.workdir) / args.config
-    if args.config == "ce":
-        pretrain(cfg, args.data, out, device="cpu", overwrite=True)
-    elif args.config == "online":
-        distill(cfg, out, teachers=[Path(t) for t in args.teachers.split(",")], data_dir=args.data, device="cpu",
-                overwrite=True)
-    else:
-        distill(cfg, out, cache=args.cache, data_dir=args.data, device="cpu", overwrite=True,
-                cache_in_memory="yes" if args.config == "cache-ram" else "no")
-    tps = [r["tokens_per_s"] for r in metrics.read(out / "metrics.jsonl", "train")][args.warmup:]
-    tokens = args.batch_size * 128
+    tune_allocator()  # what the bl2 CLI does first thing; the Trainer runs with the same setting
+    out = Path(args.workdir) / args.config.replace(":", "_").replace("/", "_")
+    steps, step_peak = child_trainer(args, out) if args.config == BASE else child_bl2(args, out)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
-    result = {"step_s": [tokens / t for t in tps], "peak_rss_mb": peak_mb}
-    print("BENCH_RESULT " + json.dumps(result))
+    print("BENCH_RESULT " + json.dumps({"step_s": steps, "step_peak_rss_mb": step_peak, "peak_rss_mb": peak_mb}))
 
 
 def run_child(args, config: str, workdir: str) -> dict:
     cmd = [sys.executable, __file__, "--child", config, "--workdir", workdir, "--data", str(args.data),
            "--preset", args.preset, "--batch-size", str(args.batch_size), "--steps", str(args.steps),
-           "--warmup", str(args.warmup), "--shuffle-buffer", str(args.shuffle_buffer)]
+           "--warmup", str(args.warmup), "--shuffle-buffer", str(args.shuffle_buffer), "--device", args.device]
     if args.teachers:
         cmd += ["--teachers", args.teachers]
-    if args.cache:
-        cmd += ["--cache", str(args.cache)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("BENCH_RESULT ")]
     if proc.returncode != 0 or not lines:
         sys.exit(f"configuration {config} failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}")
     return json.loads(lines[-1].split(" ", 1)[1])
 
 
+def configurations(args) -> list[str]:
+    """hf-trainer-ce, ce, cache-ram:PATH and cache-stream:PATH per cache, online."""
+    caches = [c for c in (args.cache or "").split(",") if c]
+    return [BASE, "ce"] + [f"{kind}:{c}" for c in caches for kind in ("cache-ram", "cache-stream")] + (
+        ["online"] if args.teachers else [])
+
+
+def label(config: str) -> str:
+    """cache-ram:/x/topk64.zarr -> cache-ram:topk (the cache's mode)."""
+    kind, _, path = config.partition(":")
+    if not path:
+        return kind
+    from bl2.cache.reader import CacheReader
+
+    return f"{kind}:{CacheReader(path).mode}"
+
+
+def report(args, results: dict[str, list[dict]]) -> dict:
+    """Medians per configuration and their ratios; peak RSS as medians over repeats (it varies from run to run)."""
+    summary = {}
+    for config, runs in results.items():
+        step_peaks = [r["step_peak_rss_mb"] or r["peak_rss_mb"] for r in runs]
+        summary[label(config)] = {
+            "median_step_s": statistics.median(s for run in runs for s in run["step_s"]),
+            "step_peak_rss_mb": statistics.median(step_peaks), "step_peak_rss_range_mb": [min(step_peaks),
+                                                                                        max(step_peaks)],
+            "peak_rss_mb": statistics.median(r["peak_rss_mb"] for r in runs)}
+    base, ce = summary[BASE], summary["ce"]
+    print(f"\n{'configuration':20s} {'step s':>7s} {'x Trainer':>9s} {'x bl2 CE':>8s} | {'step peak RSS':>13s} "
+          f"{'x bl2 CE':>8s} {'x Trainer':>9s} {'range':>9s} | {'process peak':>12s} {'x bl2 CE':>8s}")
+    for name, s in summary.items():
+        s["step_vs_trainer"] = s["median_step_s"] / base["median_step_s"]
+        s["step_vs_ce"] = s["median_step_s"] / ce["median_step_s"]
+        s["step_rss_vs_ce"] = s["step_peak_rss_mb"] / ce["step_peak_rss_mb"]
+        s["step_rss_vs_trainer"] = s["step_peak_rss_mb"] / base["step_peak_rss_mb"]
+        s["rss_vs_ce"] = s["peak_rss_mb"] / ce["peak_rss_mb"]
+        lo, hi = s["step_peak_rss_range_mb"]
+        print(f"{name:20s} {s['median_step_s']:7.3f} {s['step_vs_trainer']:9.2f} {s['step_vs_ce']:8.2f} | "
+              f"{s['step_peak_rss_mb']:9.0f} MiB {s['step_rss_vs_ce']:8.2f} {s['step_rss_vs_trainer']:9.2f} "
+              f"{lo:4.0f}-{hi:4.0f} | {s['peak_rss_mb']:8.0f} MiB {s['rss_vs_ce']:8.2f}")
+    print("step peak RSS: at the last measured step; process peak: at exit (bl2's final validation and saves, "
+          "the Trainer's end of training)")
+    print("targets: bl2 ce <= 1.00x Trainer step; cache <= 1.05x Trainer step and <= 1.10x bl2 CE peak RSS")
+    return summary
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", type=Path, required=True)
     p.add_argument("--teachers", default=None, help="T1,T2: teacher dirs (for the online configuration)")
-    p.add_argument("--cache", type=Path, default=None, help="a topk cache of the same teachers and DATA")
+    p.add_argument("--cache", default=None, help="C1[,C2..]: caches of the same DATA (e.g. a topk and a sample one)")
     p.add_argument("--preset", default="tiny")
+    p.add_argument("--device", default="cpu", help="cpu | cuda | auto (every configuration runs on it)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--steps", type=int, default=12, help="measured steps per run")
     p.add_argument("--warmup", type=int, default=3, help="unmeasured first steps")
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--shuffle-buffer", type=int, default=2048, help="streaming: windows in the shuffle buffer")
+    p.add_argument("--only", default=None, help="comma-separated configuration kinds to run (hf-trainer-ce and ce "
+                   "always run: the ratios need them)")
+    p.add_argument("--timeout", type=float, default=900, help="seconds a configuration may take")
     p.add_argument("--out-json", type=Path, default=None)
-    p.add_argument("--child", default=None, choices=CONFIGS, help=argparse.SUPPRESS)
+    p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     p.add_argument("--workdir", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
         args.config = args.child
         return child(args)
-    if not (args.teachers and args.cache):
-        sys.exit("--teachers and --cache are required")
-    results: dict[str, list[dict]] = {c: [] for c in CONFIGS}
+    configs = configurations(args)
+    if args.only:
+        keep = set(args.only.split(",")) | {BASE, "ce"}
+        configs = [c for c in configs if c.partition(":")[0] in keep]
+    results: dict[str, list[dict]] = {c: [] for c in configs}
     with tempfile.TemporaryDirectory(prefix="bl2-bench-distill-") as workdir:
         for r in range(args.repeats):
-            for config in CONFIGS:
+            for config in configs:
                 results[config].append(run_child(args, config, workdir))
                 last = results[config][-1]
-                print(f"repeat {r + 1}: {config:13s} median step {statistics.median(last['step_s']):.3f} s,"
-                      f" peak RSS {last['peak_rss_mb']:.0f} MiB", flush=True)
-    summary = {}
-    for config, runs in results.items():
-        steps = [s for run in runs for s in run["step_s"]]
-        rss = [r["peak_rss_mb"] for r in runs]
-        # median over repeats: the same configuration's peak RSS varies by +-15 % from run to run (allocator)
-        summary[config] = {"median_step_s": statistics.median(steps), "peak_rss_mb": statistics.median(rss),
-                           "peak_rss_range_mb": [min(rss), max(rss)]}
-    base = summary["ce"]
-    print(f"\n{'configuration':14s} {'step s':>8s} {'x CE':>6s} {'peak RSS MiB':>13s} {'x CE':>6s}  RSS range")
-    for config, s in summary.items():
-        s["step_ratio"] = s["median_step_s"] / base["median_step_s"]
-        s["rss_ratio"] = s["peak_rss_mb"] / base["peak_rss_mb"]
-        lo, hi = s["peak_rss_range_mb"]
-        print(f"{config:14s} {s['median_step_s']:8.3f} {s['step_ratio']:6.2f} {s['peak_rss_mb']:13.0f} "
-              f"{s['rss_ratio']:6.2f}  {lo:.0f}-{hi:.0f}")
-    print("targets: cache <= 1.05x CE step time, <= 1.10x CE peak RSS")
+                print(f"repeat {r + 1}: {label(config):20s} median step {statistics.median(last['step_s']):.3f} s,"
+                      f" step peak RSS {last['step_peak_rss_mb'] or 0:.0f} MiB, process peak "
+                      f"{last['peak_rss_mb']:.0f} MiB", flush=True)
+    summary = report(args, results)
     if args.out_json:
         args.out_json.write_text(json.dumps({"summary": summary, "runs": results, "args": vars(args)}, indent=2,
                                             default=str))

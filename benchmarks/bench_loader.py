@@ -38,7 +38,7 @@ def student_rate(reader, preset: str, batch_size: int, steps: int) -> dict:
     from bl2.distill.config import TrainConfig
     from bl2.distill.loop import make_optimizer
     from bl2.distill.objective import LossSpec, Objective
-    from bl2.model.io import build_model
+    from bl2.model.io import build_model, final_hidden
     from bl2.runtime import tune_allocator
 
     tune_allocator()
@@ -51,8 +51,8 @@ def student_rate(reader, preset: str, batch_size: int, steps: int) -> dict:
     for i in range(steps + 2):
         batch = source.batch(0, i, batch_size)
         t0 = time.perf_counter()
-        logits = model(input_ids=batch.input_ids[:, :-1]).logits
-        objective(logits, batch).total.backward()
+        hidden = final_hidden(model, batch.input_ids[:, :-1])
+        objective(hidden, model.get_output_embeddings().weight, batch).total.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
         times.append(time.perf_counter() - t0)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -123,3 +126,20 @@ def worker_pids(out: Path) -> dict[int, int]:
         if str(out).encode() in cmd and b"bl2" in cmd and b"RANK" in env and b"torch.distributed.run" not in cmd:
             found[int(env[b"RANK"])] = int(proc.name)
     return found
+
+
+TORCHRUN_TIMEOUT = 240  # seconds a torchrun launch of a test may take
+
+
+def torchrun(*args: str, nproc: int = 2, extra_env: dict | None = None, wait: bool = True, launcher=None):
+    """`python -m torch.distributed.run ... -m bl2 ARGS` (standalone unless `launcher` gives rendezvous args)."""
+    launch = launcher or ["--standalone"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", *launch, "--nproc-per-node", str(nproc), "-m", "bl2",
+           *map(str, args)]
+    env = os.environ | {"OMP_NUM_THREADS": "1", "BL2_DIST_TIMEOUT": "60"} | (extra_env or {})
+    if not wait:
+        return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                start_new_session=True)
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=TORCHRUN_TIMEOUT)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return r

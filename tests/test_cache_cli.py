@@ -187,3 +187,16 @@ def test_tools_cli(data_dir, teachers, root):
     assert_user_error(run("cache", "verify", root / "nothing.zarr"), "cache not found")
     assert_user_error(run("cache", "compare", topk, topk), "must be mode full")
     assert_user_error(run("cache", "info", data_dir / "tokens.zarr"), "not a bl2 logit cache")
+
+
+def test_storage_options_help_is_the_fsspec_one():
+    """Every command with --storage-options documents the fsspec JSON (not another command's option of a similar
+    name: a module-level option type once shadowed it) and reads BL2_STORAGE_OPTIONS."""
+    from typer.testing import CliRunner
+
+    from bl2.cli import app
+
+    for cmd in (["prepare"], ["pretrain"], ["distill"], ["cache-logits"], ["cache", "info"], ["cache", "verify"],
+                ["cache", "compare"], ["eval", "loss"]):
+        out = CliRunner().invoke(app, [*cmd, "--help"], env={"COLUMNS": "200", "NO_COLOR": "1"}).output
+        assert "fsspec" in out and "BL2_STORAGE_OPTIONS" in out and "Optuna" not in out, cmd

@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_debug_model, run_cli, worker_pids
+from conftest import make_debug_model, run_cli, torchrun, worker_pids
 
 from bl2 import metrics
 from bl2.cache.reader import CacheReader
@@ -54,22 +52,10 @@ def one_rank(tmp_path_factory, data_dir, teachers) -> Path:
     return out
 
 
-def torchrun(args, nproc=2, env=None, wait=True):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc), "-m", "bl2",
-           *map(str, args)]
-    env = os.environ | {"OMP_NUM_THREADS": "1", "BL2_DIST_TIMEOUT": "60"} | (env or {})
-    if not wait:
-        return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                start_new_session=True)
-    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=TIMEOUT)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    return r
-
-
 # ---------------------------------------------------------------------------------------------- ranks
 def test_two_writers_equal_one(tmp_path, data_dir, teachers, one_rank):
     out = tmp_path / "two.zarr"
-    torchrun(cache_args(data_dir, teachers, out))
+    torchrun(*cache_args(data_dir, teachers, out))
     same_arrays(str(out), str(one_rank))
     attrs = CacheReader(str(out)).attrs
     assert attrs["bl2_cache_format"] == 2 and attrs["provenance"]["world_size"] == 2
@@ -89,7 +75,7 @@ def test_killed_rank_then_rerun_on_one_process(tmp_path, data_dir, teachers, one
     """SIGKILL one rank of a 2-process write after a shard is committed (torchrun stops the other); one
     process then finishes what is left, and the arrays equal an uninterrupted run's."""
     out = tmp_path / "killed.zarr"
-    proc = torchrun(cache_args(data_dir, teachers, out), wait=False, env={"BL2_CACHE_TEST_SHARD_SLEEP": "2"})
+    proc = torchrun(*cache_args(data_dir, teachers, out), wait=False, extra_env={"BL2_CACHE_TEST_SHARD_SLEEP": "2"})
     try:
         deadline = time.time() + TIMEOUT
         while committed_rows(out) == 0:

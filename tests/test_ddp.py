@@ -12,14 +12,12 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import run_cli, worker_pids
+from conftest import run_cli, torchrun, worker_pids
 
 from bl2 import metrics
 
@@ -28,20 +26,6 @@ pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="to
 TRAIN = ["--preset", "debug", "--batch-size", "8", "--warmup", "2", "--lr", "3e-3", "--log-every", "1",
          "--device", "cpu"]
 TIMEOUT = 240
-
-
-def torchrun(*args: str, nproc: int = 2, extra_env: dict | None = None, wait: bool = True, launcher=None):
-    """`python -m torch.distributed.run ... -m bl2 ARGS` (standalone unless `launcher` gives rendezvous args)."""
-    launch = launcher or ["--standalone"]
-    cmd = [sys.executable, "-m", "torch.distributed.run", *launch, "--nproc-per-node", str(nproc), "-m", "bl2",
-           *map(str, args)]
-    env = os.environ | {"OMP_NUM_THREADS": "1", "BL2_DIST_TIMEOUT": "60"} | (extra_env or {})
-    if not wait:
-        return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                start_new_session=True)
-    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=TIMEOUT)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    return r
 
 
 def weights(run_dir: Path) -> dict[str, torch.Tensor]:

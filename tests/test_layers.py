@@ -13,7 +13,8 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[1] / "src" / "bl2"
 LEAVES = ("errors", "progress", "runtime", "metrics", "storage", "locks")
 LAYER = {"leaf": 0, "data": 1, "model": 1, "cache": 2, "eval": 2, "distill": 3, "workflow": 4, "cli": 5}
-WORKFLOWS = ("quickstart", "sweep", "report", "budget")
+WORKFLOWS = ("quickstart", "sweep", "sweep_space", "sweep_results", "report", "report_inputs", "report_figures",
+             "budget")
 # Same-layer packages that must not import each other (DESIGN §2: cache and eval are independent).
 INDEPENDENT = {("cache", "eval"), ("eval", "cache"), ("data", "model"), ("model", "data")}
 

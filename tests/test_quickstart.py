@@ -19,8 +19,10 @@ def test_quickstart_end_to_end(tmp_path):
         assert 0 < r["test_ce"] < 10 and 0 <= r["minimal_pairs_pct"]["blimp_filtered"] <= 100
     saved = json.loads((out / "quickstart.json").read_text())
     assert saved["student_beats_best_teacher"] == report["student_beats_best_teacher"]
+    assert saved["paths"]["report"] == str(out / "report" / "report.md")
     for p in ("data/tokens.zarr", "runs/teacher0/model.safetensors", "runs/teacher1/run.json", "cache.zarr/zarr.json",
-              "runs/student/model.safetensors", "sample/blimp_filtered"):
+              "runs/student/model.safetensors", "sample/blimp_filtered", "eval/loss_teachers.json",
+              "report/report.md", "report/fig1_metrics.png", "report/caches.svg"):
         assert (out / p).exists(), p
     assert_user_error(run_cli("quickstart", "--out", out), "already exists")
 

@@ -126,6 +126,10 @@ def test_distill_streams_from_s3_and_verify_catches_corruption(s3, s3_data, teac
     assert r.exit_code == 0, r.stderr
     assert (tmp_path / "student" / "model.safetensors").is_file()
     assert run_cli("cache", "verify", url).exit_code == 0
+    info = run_cli("cache", "info", url)
+    assert info.exit_code == 0 and "status: complete" in info.stdout, info.stdout
+    loss = run_cli("eval", "loss", tmp_path / "student", "--data", s3_data, "--device", "cpu")
+    assert loss.exit_code == 0 and "CE" in loss.stdout, loss.stderr
     fs, path = storage.filesystem(url)
     key = f"{path}/topk_logp/c/1/0/0"
     blob = bytearray(fs.cat_file(key))

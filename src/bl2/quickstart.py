@@ -2,11 +2,13 @@
 no GPU, a few minutes on 2 CPU cores), or on real data (BabyLM files) with --corpus/--dev/--blimp-dir.
 
 prepare -> pretrain 2 teachers (seeds 0 and 1) -> cache-logits (topk) -> distill a student from the cache ->
-eval loss (each teacher, their direct ensemble, the student) -> eval blimp (the same) -> one results table.
+eval loss (each teacher, their direct ensemble, the student) -> eval blimp (the same) -> one results table ->
+`bl2 report` of it all in OUT/report/ (skipped, with a note, where matplotlib is not installed).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import time
@@ -96,8 +98,10 @@ def _pipeline(cfg: QuickstartConfig, out: Path) -> dict:
     step("cache-logits", _cache, cfg, data, teachers, cache)
     student = out / "runs" / "student"
     step("distill student", _train, cfg, data, student, seed=2, cache=cache)
-    loss = step("eval loss", _loss, cfg, teachers + [student], data)
-    blimp = step("eval blimp", _blimp, cfg, teachers, student, blimp_dir)
+    (out / "eval").mkdir()
+    loss = step("eval loss", _loss, cfg, teachers + [student], data, out / "eval")
+    blimp = step("eval blimp", _blimp, cfg, teachers, student, blimp_dir, out / "eval")
+    step("report", _make_report, out, teachers + [student], cache)
     report = _report(cfg, out, loss, blimp, teachers, student, cache, data, timings, time.perf_counter() - t0)
     return report
 
@@ -137,23 +141,37 @@ def _cache(cfg: QuickstartConfig, data: Path, teachers: list[Path], cache: Path)
                                    temperatures=[cfg.temperature], device=cfg.device))
 
 
-def _loss(cfg: QuickstartConfig, models: list[Path], data: Path) -> dict:
+def _loss(cfg: QuickstartConfig, models: list[Path], data: Path, evals: Path) -> dict:
     from bl2.eval.loss import evaluate_loss
     from bl2.runtime import pick_device
 
-    return evaluate_loss(models[:2], data, split="test", device=pick_device(cfg.device))["results"] | \
-        evaluate_loss(models[2:], data, split="test", device=pick_device(cfg.device))["results"]
+    device = pick_device(cfg.device)
+    return evaluate_loss(models[:2], data, split="test", device=device, out=evals / "loss_teachers.json")["results"] \
+        | evaluate_loss(models[2:], data, split="test", device=device, out=evals / "loss_student.json")["results"]
 
 
-def _blimp(cfg: QuickstartConfig, teachers: list[Path], student: Path, blimp_dir: Path) -> dict:
+def _blimp(cfg: QuickstartConfig, teachers: list[Path], student: Path, blimp_dir: Path, evals: Path) -> dict:
     from bl2.eval.blimp import evaluate_blimp
     from bl2.runtime import pick_device
 
     device = pick_device(cfg.device)
     suite = "filtered" if cfg.corpus is None else "all"
-    rows = evaluate_blimp(teachers, blimp_dir, suite=suite, limit=cfg.eval_limit, device=device, show=False)
-    rows += evaluate_blimp([student], blimp_dir, suite=suite, limit=cfg.eval_limit, device=device, show=False)
+    rows = evaluate_blimp(teachers, blimp_dir, suite=suite, limit=cfg.eval_limit, device=device, show=False,
+                          out=evals / "blimp_teachers.json")
+    rows += evaluate_blimp([student], blimp_dir, suite=suite, limit=cfg.eval_limit, device=device, show=False,
+                           out=evals / "blimp_student.json")
     return {str(r.model_dirs[0]) if r.kind != "ensemble" else "ensemble": r for r in rows}
+
+
+def _make_report(out: Path, runs: list[Path], cache: Path) -> None:
+    from bl2.progress import console
+    from bl2.report import EXTRA_HINT, ReportConfig, report
+
+    if importlib.util.find_spec("matplotlib") is None:
+        console.print(f"[yellow]report skipped:[/] matplotlib is not installed ({EXTRA_HINT})")
+        return
+    report(ReportConfig(runs=[str(r) for r in runs], out=out / "report", evals=[str(out / "eval")],
+                        caches=[str(cache)]))
 
 
 def _report(cfg, out, loss, blimp, teachers, student, cache, data, timings, total_s) -> dict:
@@ -187,6 +205,8 @@ def _report(cfg, out, loss, blimp, teachers, student, cache, data, timings, tota
     console.print(table)
     paths = {"data": data, "teachers": teachers, "cache": cache, "student": student,
              "results": out / MARKER}
+    if (out / "report" / "report.md").is_file():
+        paths["report"] = out / "report" / "report.md"
     for what, p in paths.items():
         console.print(f"  {what:9s} {', '.join(map(str, p)) if isinstance(p, list) else p}")
     console.print(f"total {total_s / 60:.1f} min; steps: " + ", ".join(f"{k} {v:.0f}s" for k, v in timings.items()))

@@ -98,8 +98,11 @@ def ensemble_logprobs(logits: list, rule: str, start: int, stop: int):
 
     if rule != "logit_mean":
         return combine([z[start:stop] for z in logits], rule)
-    mean = logits[0][start:stop].to(torch.float32, copy=True)
-    for z in logits[1:]:
+    if len(logits) == 1:
+        return torch.log_softmax(logits[0][start:stop].float(), dim=-1)
+    # the first sum writes a fresh buffer (no copy pass); the rest accumulate into it
+    mean = torch.add(logits[0][start:stop].float(), logits[1][start:stop].float())
+    for z in logits[2:]:
         mean.add_(z[start:stop])
     return torch.log_softmax(mean.div_(len(logits)), dim=-1)
 

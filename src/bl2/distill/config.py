@@ -13,8 +13,11 @@ from bl2.errors import UserError, require
 from bl2.model.presets import PRESETS, SEQ_LEN, TRAIN_DEFAULTS
 
 KL_REDUCTIONS = ("sequence", "token")
+LR_SCHEDULES = ("cosine", "linear", "constant")
 # Fields that do not change what a run computes: --resume accepts new values for them.
 NOT_IDENTITY = ("log_every", "ckpt_every", "keep_checkpoints", "compile", "eval_batch_size", "word_checkpoints")
+# Fields added after runs were made: at these values they stay out of the identity, so older runs still resume.
+LATER_DEFAULTS = {"lr_schedule": "cosine", "attention_dropout": 0.0}
 
 
 @dataclass
@@ -27,13 +30,15 @@ class TrainConfig:
     lr: float | None = None  # peak learning rate (default: the preset's)
     batch_size: int | None = None  # sequences per optimizer step (default: the preset's)
     grad_accum: int | None = None  # micro-batches per step; batch_size must divide evenly (default: preset's)
-    warmup: int | None = None  # linear warm-up steps, then cosine decay to 0 (default: the preset's)
+    warmup: int | None = None  # linear warm-up steps, then the lr_schedule's decay (default: the preset's)
+    lr_schedule: str = "cosine"  # after warm-up: cosine (to 0) | linear (to 0) | constant
     weight_decay: float | None = None  # AdamW decay on matrices only (default: the preset's)
     max_steps: int | None = None  # stop after this many optimizer steps (the schedule spans them)
     seq_len: int = SEQ_LEN  # tokens per training window (inputs); windows hold seq_len + 1 tokens
     grad_clip: float = 1.0  # max global gradient norm (0 = off)
     betas: tuple[float, float] = (0.9, 0.999)  # AdamW betas (HF Trainer defaults, as in the reference)
     eps: float = 1e-8  # AdamW epsilon
+    attention_dropout: float = 0.0  # dropout on attention probabilities (HF Llama's only dropout; the sweep's)
     val_every: int | None = None  # optimizer steps between validations (default: only at each epoch's end)
     eval_batch_size: int = 64  # sequences per validation forward
     log_every: int = 10  # optimizer steps between log lines / metrics rows
@@ -71,6 +76,10 @@ class TrainConfig:
         require(self.log_every >= 1 and self.ckpt_every >= 1 and self.keep_checkpoints >= 1,
                 "log_every, ckpt_every and keep_checkpoints must be >= 1")
         require(self.shuffle_buffer >= 1, "shuffle_buffer must be >= 1")
+        require(self.lr_schedule in LR_SCHEDULES, f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, "
+                f"got {self.lr_schedule!r}")
+        require(0.0 <= self.attention_dropout < 1.0,
+                f"attention_dropout must be in [0, 1), got {self.attention_dropout}")
         require(self.val_every is None or self.val_every >= 1, f"val_every must be >= 1, got {self.val_every}")
         require(self.eval_batch_size >= 1, f"eval_batch_size must be >= 1, got {self.eval_batch_size}")
         require(self.grad_clip >= 0, f"grad_clip must be >= 0 (0 = off), got {self.grad_clip}")
@@ -85,7 +94,8 @@ class TrainConfig:
 
     def identity(self) -> dict:
         """The fields a resumed run must share with the run it continues."""
-        return {k: v for k, v in self.to_dict().items() if k not in NOT_IDENTITY}
+        return {k: v for k, v in self.to_dict().items()
+                if k not in NOT_IDENTITY and not (k in LATER_DEFAULTS and v == LATER_DEFAULTS[k])}
 
     @classmethod
     def from_sources(cls, preset: str, file: Path | None, overrides: dict) -> TrainConfig:

@@ -2,9 +2,9 @@
 from): none (pretraining), a cache (offline KD) or live teachers (online KD). All return the same LossParts,
 so one training loop serves all three.
 
-Training uses the fused loss (`fused.py`: loss and gradient in one chunked pass over the logits);
-`Objective.reference` composes the readable functions of `losses.py` instead, and the tests check that the
-two agree."""
+Training uses the fused loss (`fused.py`: the output layer, the loss and their gradients in one chunked pass
+from the final hidden states, no [B, L, V] tensor); `Objective.reference` composes the readable functions of
+`losses.py` on full logits instead, and the tests check that the two agree."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import torch
 
 from bl2.distill import losses
 from bl2.distill.config import KL_REDUCTIONS
-from bl2.distill.fused import FusedLoss
+from bl2.distill.fused import FusedLinearLoss
 from bl2.distill.sources import Batch
 from bl2.errors import require
 
@@ -71,7 +71,7 @@ def cached_targets(spec: LossSpec, batch: Batch) -> dict[str, torch.Tensor]:
 
 
 def fused_targets(spec: LossSpec, t: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The fused kernel's inputs. Sample and hybrid targets become one sparse weighted target (fused._sparse):
+    """The fused kernel's inputs. Sample and hybrid targets become one sparse weighted target (fused.sparse):
     ids [B, L, M] and float32 weights [B, L, M]; sample: count / n_draws (M = S); hybrid: the exact head
     t_i = exp(logp_i / T - logZ_T), then t_R * count_j / n_draws on the tail draws (M = K + S)."""
     if spec.mode == "sample":
@@ -112,15 +112,17 @@ def reference_kl(spec: LossSpec, logits_BLV: torch.Tensor, t: dict[str, torch.Te
 
 
 class Objective:
-    """loss(logits, batch) -> LossParts for a spec and a target source `targets(spec, batch) -> dict`."""
+    """loss(hidden, head_weight, batch) -> LossParts for a spec and a target source `targets(spec, batch) -> dict`:
+    the loss of the logits hidden @ head_weight^T, which the fused loss never materialises."""
 
     def __init__(self, spec: LossSpec, targets=None):
         self.spec = spec
         self.targets = targets or (no_targets if spec.mode is None else cached_targets)
 
-    def __call__(self, logits_BLV: torch.Tensor, batch: Batch) -> LossParts:
+    def __call__(self, hidden_BLH: torch.Tensor, weight_VH: torch.Tensor, batch: Batch) -> LossParts:
         tgt = fused_targets(self.spec, self.targets(self.spec, batch))
-        total, ce, kl = FusedLoss.apply(logits_BLV, batch.input_ids[:, 1:], self.spec, list(tgt), *tgt.values())
+        total, ce, kl = FusedLinearLoss.apply(hidden_BLH, weight_VH, batch.input_ids[:, 1:], self.spec, list(tgt),
+                                              *tgt.values())
         return LossParts(total, ce, kl if self.spec.mode else None)
 
     def reference(self, logits_BLV: torch.Tensor, batch: Batch) -> LossParts:

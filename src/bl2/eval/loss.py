@@ -19,10 +19,12 @@ def nll_sum(logits_BLV: torch.Tensor, labels_BL: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.cross_entropy(logits_BLV.float().flatten(0, 1), labels_BL.flatten(), reduction="sum")
 
 
-def windows_nll(forward, windows: np.ndarray, batch_size: int, device: str, autocast=None,
-                progress=None) -> tuple[float, int]:
+def windows_nll(forward, windows: np.ndarray, batch_size: int, device: str, autocast=None, progress=None,
+                nll=nll_sum) -> tuple[float, int]:
     """(summed NLL, label count) of `forward(input_ids) -> logits` over windows [N, L+1] (inputs [:, :-1],
-    labels [:, 1:]); sums, so that shares of the windows (one per rank) add up to the whole."""
+    labels [:, 1:]); sums, so that shares of the windows (one per rank) add up to the whole. `nll(output,
+    labels)` sums the NLL of what `forward` returns (training passes hidden states and a chunked output layer,
+    so that no [B, L, V] logits exist)."""
     from bl2.runtime import device_type
 
     total, count = 0.0, 0
@@ -31,7 +33,7 @@ def windows_nll(forward, windows: np.ndarray, batch_size: int, device: str, auto
             ids = torch.from_numpy(windows[s : s + batch_size].astype(np.int64)).to(device)
             with torch.autocast(device_type(device), dtype=autocast) if autocast else nullcontext():
                 logits = forward(ids[:, :-1])
-            total += float(nll_sum(logits, ids[:, 1:]))
+            total += float(nll(logits, ids[:, 1:]))
             count += ids[:, 1:].numel()
             if progress is not None:
                 progress(len(ids))

@@ -69,7 +69,7 @@ class Ensemble:
         import torch
 
         with torch.no_grad():
-            return [m(input_ids=input_ids, attention_mask=attention_mask).logits for m in self.models]
+            return [m(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits for m in self.models]
 
     def logprobs(self, input_ids, attention_mask=None):
         return combine(self.member_logits(input_ids, attention_mask), self.rule)

@@ -12,7 +12,7 @@ from bl2.errors import UserError, require
 TOKENIZER_GLOBS = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
 
-def build_model(preset: str, vocab_size: int, seq_len: int, seed: int):
+def build_model(preset: str, vocab_size: int, seq_len: int, seed: int, attention_dropout: float = 0.0):
     """A freshly initialised LlamaForCausalLM of `preset`; the init is seeded (the reference's was not)."""
     import torch
     from transformers import LlamaForCausalLM
@@ -20,9 +20,21 @@ def build_model(preset: str, vocab_size: int, seq_len: int, seed: int):
     from bl2.model.presets import llama_config
 
     torch.manual_seed(seed)
-    config = llama_config(preset, vocab_size, seq_len)
+    config = llama_config(preset, vocab_size, seq_len, attention_dropout)
     config._attn_implementation = "sdpa"
     return LlamaForCausalLM(config)
+
+
+def final_hidden(model, input_ids):
+    """The final (normed) hidden states [B, L, H] of a causal LM, without its output layer (the fused training loss
+    applies that layer chunk by chunk). The call goes through the model's own forward, so wrappers (DDP,
+    torch.compile) see it; an empty `logits_to_keep` skips the [B, L, V] logits, and no KV cache is built
+    (transformers builds one by default even in training)."""
+    import torch
+
+    none = torch.empty(0, dtype=torch.long, device=input_ids.device)
+    out = model(input_ids=input_ids, use_cache=False, output_hidden_states=True, logits_to_keep=none)
+    return out.hidden_states[-1]
 
 
 def copy_tokenizer(src_dir: Path, dst_dir: Path) -> None:

@@ -53,8 +53,9 @@ def get_preset(name: str) -> ModelPreset:
     return PRESETS[name]
 
 
-def llama_config(preset: str, vocab_size: int, seq_len: int = SEQ_LEN):
-    """The transformers LlamaConfig of a preset: max_position_embeddings = 2 * seq_len, specials 0/1/2."""
+def llama_config(preset: str, vocab_size: int, seq_len: int = SEQ_LEN, attention_dropout: float = 0.0):
+    """The transformers LlamaConfig of a preset: max_position_embeddings = 2 * seq_len, specials 0/1/2;
+    `attention_dropout` (training only) is HF Llama's one dropout."""
     from transformers import LlamaConfig
 
     p = get_preset(preset)
@@ -72,6 +73,7 @@ def llama_config(preset: str, vocab_size: int, seq_len: int = SEQ_LEN):
         eos_token_id=2,
         rms_norm_eps=1e-6,
         initializer_range=0.02,
+        attention_dropout=attention_dropout,
     )
 
 

@@ -5,13 +5,41 @@ function of the package. Heavy imports (torch, transformers, zarr) happen inside
 
 from __future__ import annotations
 
-import functools
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from bl2.cli.inspect import cache_app, eval_app
+from bl2.cli.options import (
+    ENSEMBLE_RULES,
+    AccumOpt,
+    BatchOpt,
+    CkptOpt,
+    CompileOpt,
+    ConfigOpt,
+    DeviceOpt,
+    EpochsOpt,
+    LogEveryOpt,
+    LrOpt,
+    MaxStepsOpt,
+    OutOpt,
+    OverwriteOpt,
+    PresetOpt,
+    ResumeOpt,
+    SeedOpt,
+    StorageOpt,
+    ValEveryOpt,
+    WarmupOpt,
+    WdOpt,
+    WordCkptOpt,
+    parse_floats,
+    split_list,
+    train_config,
+    use_storage_options,
+    user_errors,
+)
+from bl2.cli.sweep import sweep_app
 from bl2.errors import UserError
 
 app = typer.Typer(
@@ -20,10 +48,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-cache_app = typer.Typer(help="Inspect, verify and compare teacher-logit caches.", no_args_is_help=True)
-eval_app = typer.Typer(help="Evaluate model dirs: BLiMP minimal pairs, held-out loss.", no_args_is_help=True)
 app.add_typer(cache_app, name="cache")
 app.add_typer(eval_app, name="eval")
+app.add_typer(sweep_app, name="sweep")
 
 
 @app.callback()
@@ -33,49 +60,6 @@ def _setup() -> None:
 
     tune_allocator()
 
-
-def user_errors(fn):
-    """Turn UserError (and Ctrl-C) into one clean stderr line and exit code 2 (130 for Ctrl-C)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except UserError as e:
-            print(f"error: {e}", file=sys.stderr)
-            raise typer.Exit(2) from None
-        except KeyboardInterrupt:
-            print("interrupted", file=sys.stderr)
-            raise typer.Exit(130) from None
-
-    return wrapper
-
-
-StorageOpt = Annotated[str | None, typer.Option(
-    "--storage-options", envvar="BL2_STORAGE_OPTIONS",
-    help="JSON of fsspec options for s3:// (gs://, ...) locations, e.g. '{\"anon\": false}'; credentials and "
-    "endpoint otherwise come from the usual environment (AWS_ACCESS_KEY_ID, AWS_ENDPOINT_URL, ...).")]
-
-
-def use_storage_options(value: str | None) -> None:
-    """Apply --storage-options for every remote location of this process."""
-    import json
-
-    from bl2 import storage
-
-    if value is None:
-        return
-    try:
-        options = json.loads(value)
-    except ValueError:
-        raise UserError(f"--storage-options must be a JSON object, got {value!r}") from None
-    if not isinstance(options, dict):
-        raise UserError(f"--storage-options must be a JSON object, got {value!r}")
-    storage.configure(options)
-
-
-def split_list(value: str) -> list[str]:
-    return [v.strip() for v in value.split(",") if v.strip()]
 
 
 # ----------------------------------------------------------------------------------------------- prepare
@@ -96,47 +80,6 @@ def prepare(
     from bl2.data.prepare import prepare as run
 
     run(PrepareConfig(corpus_dir, dev, out, vocab_size=vocab_size, val_fraction=val_fraction, overwrite=overwrite))
-
-
-# ----------------------------------------------------------------------------------------------- pretrain
-ENSEMBLE_RULES = {"logit-mean": "logit_mean", "prob-mean": "prob_mean", "logit_mean": "logit_mean",
-                  "prob_mean": "prob_mean"}
-
-# Options shared by pretrain and distill. None means "not given": the YAML file, then the preset, decide.
-DeviceOpt = Annotated[str, typer.Option(help="auto (cuda, then mps, then cpu) | cpu | cuda | mps.")]
-PresetOpt = Annotated[str, typer.Option(help="Model preset: debug | tiny | 16m | 345m.")]
-OutOpt = Annotated[str, typer.Option(help="Run dir; becomes the final Hugging Face model dir.")]
-SeedOpt = Annotated[int | None, typer.Option(help="Seed of init, data order and window offsets (default 0).")]
-EpochsOpt = Annotated[int | None, typer.Option(help="Passes over the training windows (preset default).")]
-LrOpt = Annotated[float | None, typer.Option(help="Peak learning rate (preset default).")]
-BatchOpt = Annotated[int | None, typer.Option(help="Sequences per optimizer step (preset default).")]
-AccumOpt = Annotated[int | None, typer.Option(help="Micro-batches per step (preset default).")]
-WarmupOpt = Annotated[int | None, typer.Option(help="Linear warm-up steps before cosine decay (preset default).")]
-WdOpt = Annotated[float | None, typer.Option(help="AdamW decay on matrices (preset default).")]
-MaxStepsOpt = Annotated[int | None, typer.Option(help="Optimizer steps in total (overrides epochs).")]
-LogEveryOpt = Annotated[int | None, typer.Option(help="Steps between log lines (default 10).")]
-ValEveryOpt = Annotated[int | None, typer.Option(help="Steps between validations (default: each epoch's end).")]
-CkptOpt = Annotated[int | None, typer.Option(help="Steps between checkpoints (default 200).")]
-CompileOpt = Annotated[bool | None, typer.Option("--compile", help="torch.compile the model.")]
-WordCkptOpt = Annotated[str | None, typer.Option(
-    help="Save a Hugging Face model dir RUN/word-checkpoints/chck_1M/ .. as the run passes each count of words "
-    "seen: `babylm` (1M..10M, 20M..100M, 200M..1000M: the BabyLM 2025 revisions) or a list like 1M,5M,500K.")]
-ConfigOpt = Annotated[Path | None, typer.Option(help="YAML file of config keys (command-line values win).")]
-ResumeOpt = Annotated[bool, typer.Option(help="Continue from the newest checkpoint in --out.")]
-OverwriteOpt = Annotated[bool, typer.Option(help="Replace an existing run dir.")]
-
-
-# the training options that pretrain and distill share (their parameters of the same names)
-TRAIN_OPTIONS = ("seed", "epochs", "lr", "batch_size", "grad_accum", "warmup", "weight_decay", "max_steps",
-                 "val_every", "log_every", "ckpt_every", "compile", "word_checkpoints")
-
-
-def train_config(preset: str, config: Path | None, options: dict, **extra):
-    """Preset defaults < YAML file < command line (`options`: the command's locals(); unset ones are None)."""
-    from bl2.distill.config import TrainConfig
-
-    values = {k: options[k] for k in TRAIN_OPTIONS} | extra
-    return TrainConfig.from_sources(preset, config, {k: v for k, v in values.items() if v is not None})
 
 
 @app.command()
@@ -228,15 +171,6 @@ def distill(
 
 # ----------------------------------------------------------------------------------------------- cache-logits
 
-def parse_floats(value: str | None, option: str) -> list[float] | None:
-    if value is None:
-        return None
-    try:
-        return [float(v) for v in split_list(value)]
-    except ValueError:
-        raise UserError(f"{option} takes comma-separated numbers, got {value!r}") from None
-
-
 @app.command("cache-logits")
 @user_errors
 def cache_logits(
@@ -289,126 +223,6 @@ def cache_logits(
         batch_size=batch_size, device=device, overwrite=overwrite, max_windows=max_windows, seed=seed))
 
 
-@cache_app.command("info")
-@user_errors
-def cache_info(
-    cache: Annotated[str, typer.Argument(help="Cache path.")],
-    storage_options: StorageOpt = None,
-):
-    """Attrs, arrays (shape, dtype, chunks), size on disk, bytes per token and diagnostics of a cache."""
-    use_storage_options(storage_options)
-    from bl2.cache.info import cache_info as run
-
-    run(cache)
-
-
-@cache_app.command("verify")
-@user_errors
-def cache_verify(
-    cache: Annotated[str, typer.Argument(help="Cache path.")],
-    data: Annotated[str | None, typer.Option(help="DATA_DIR to check input_ids against (default: recorded).")] = None,
-    teachers: Annotated[str | None, typer.Option(help="Teacher dirs: recompute random windows and compare.")] = None,
-    windows: Annotated[int, typer.Option(help="Windows to recompute with --teachers.")] = 4,
-    device: Annotated[str, typer.Option(help="Device for the recomputation.")] = "auto",
-    storage_options: StorageOpt = None,
-):
-    """Read everything (checksums), check attrs, counts, tokens and ordering; exit 1 if any check fails."""
-    use_storage_options(storage_options)
-    from bl2.cache.verify import verify
-
-    ok = verify(cache, data=data, teachers=split_list(teachers) if teachers else None,
-                n_windows=windows, device=device)
-    if not ok:
-        raise typer.Exit(1)
-
-
-@cache_app.command("compare")
-@user_errors
-def cache_compare(
-    sparse: Annotated[str, typer.Argument(help="A topk, sample or hybrid cache.")],
-    full: Annotated[str, typer.Argument(help="A full-mode cache of the same windows (same teachers and data).")],
-    windows: Annotated[int | None, typer.Option(help="Compare only the first N windows per alignment.")] = None,
-    out: Annotated[Path | None, typer.Option(help="Write the table as JSON.")] = None,
-    storage_options: StorageOpt = None,
-):
-    """How far a sparse cache's targets are from the full distribution: KL, head mass, gradient error, and the
-    KL a lossy compact encoding adds."""
-    use_storage_options(storage_options)
-    from bl2.cache.compare import compare
-
-    compare(sparse, full, max_windows=windows, out=out)
-
-
-# ----------------------------------------------------------------------------------------------- distill
-# ----------------------------------------------------------------------------------------------- eval
-@eval_app.command("loss")
-@user_errors
-def eval_loss(
-    models: Annotated[str, typer.Argument(help="Model dir, or comma-separated dirs (each + their direct ensemble).")],
-    data: Annotated[str, typer.Option(help="Prepared DATA_DIR whose split is scored.")],
-    split: Annotated[str, typer.Option(help="test | val | train.")] = "test",
-    seq_len: Annotated[int | None, typer.Option(help="Window length (default: max_position_embeddings / 2).")] = None,
-    batch_size: Annotated[int, typer.Option(help="Windows per forward.")] = 32,
-    out: Annotated[Path | None, typer.Option(help="Write the results as JSON (and record them in each evaluated "
-                                             "bl2 run dir: evals.json + its README.md card).")] = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing --out file.")] = False,
-    device: DeviceOpt = "auto",
-    storage_options: StorageOpt = None,
-):
-    """Mean token cross-entropy and perplexity over the non-overlapping windows of a split."""
-    use_storage_options(storage_options)
-    from bl2.eval.loss import evaluate_loss
-
-    report = evaluate_loss(split_list(models), data, split=split, batch_size=batch_size, device=device,
-                           seq_len=seq_len, out=out, overwrite=overwrite)
-    if out is not None:
-        from bl2.distill.card import record_loss
-
-        record_loss(report, out)
-
-
-@eval_app.command("blimp")
-@user_errors
-def eval_blimp(
-    models: Annotated[str, typer.Argument(
-        metavar="MODEL_DIR[,MODEL_DIR..]",
-        help="Any Hugging Face causal-LM dir(s) with a tokenizer. Several = the direct ensemble (raw logits "
-        "averaged, then log-softmax), reported after each member.")],
-    suite: Annotated[str, typer.Option(help="filtered | supplement | all (all also reports their mean).")] = "all",
-    data_dir: Annotated[Path | None, typer.Option(
-        "--data-dir", envvar="BL2_EVAL_DATA",
-        help="BabyLM evaluation_data layout: DIR/blimp_filtered/*.jsonl, DIR/supplement_filtered/*.jsonl. "
-        "A DIR holding *.jsonl files itself (e.g. the original BLiMP) is one filtered-style suite named "
-        "after the folder (--suite filtered or all).")] = None,
-    out: Annotated[Path | None, typer.Option("--out", help="Write results JSON (per subtask acc, n and ties, suite "
-                                             "scores, model dirs, settings) and record the suite scores in each "
-                                             "evaluated bl2 run dir (evals.json + its README.md card).")] = None,
-    log_samples: Annotated[Path | None, typer.Option("--log-samples", help="Write one JSON line per pair "
-                                                     "(sentences, logp_good, logp_bad, correct, tie).")] = None,
-    limit: Annotated[int | None, typer.Option(help="Only the first N pairs of each subtask.")] = None,
-    batch_size: Annotated[int, typer.Option(help="Sentences per forward pass.")] = 64,
-    device: DeviceOpt = "auto",
-    members: Annotated[bool, typer.Option(help="With several dirs, also report each member.")] = True,
-    overwrite: Annotated[bool, typer.Option(help="Replace existing --out / --log-samples files.")] = False,
-):
-    """BLiMP minimal-pair accuracy, scored as the BabyLM 2024 pipeline (lm-eval) does: one BOS token as the
-    prefix, sum of log p over the tokens of " " + sentence, correct when good >= bad (a tie counts as correct,
-    the 2024 rule; ties are counted and reported); suite score = unweighted mean over subtasks (file stems)."""
-    from bl2.eval.blimp import evaluate_blimp
-    from bl2.runtime import pick_device
-
-    if data_dir is None:
-        raise UserError("no BLiMP data dir: pass --data-dir DIR or set BL2_EVAL_DATA")
-    dirs = [Path(m) for m in split_list(models)]
-    results = evaluate_blimp(dirs, data_dir, suite=suite, limit=limit, batch_size=batch_size,
-                             device=pick_device(device), out=out, log_samples=log_samples, overwrite=overwrite,
-                             members=members)
-    if out is not None:
-        from bl2.distill.card import record_blimp
-
-        record_blimp(results, out, limit)
-
-
 # ----------------------------------------------------------------------------------------------- budget
 @app.command()
 @user_errors
@@ -458,3 +272,33 @@ def quickstart(
                  eval_limit=eval_limit)  # None = the QuickstartConfig default
     run(QuickstartConfig(out=out, corpus=corpus, dev=dev, blimp_dir=blimp_dir, preset=preset, vocab_size=vocab_size,
                          overwrite=overwrite, device=device, **{n: v for n, v in given.items() if v is not None}))
+
+
+# ----------------------------------------------------------------------------------------------- report
+@app.command()
+@user_errors
+def report(
+    runs: Annotated[list[str], typer.Argument(
+        metavar="RUN_DIR..", help="Run dirs, or folders searched for run dirs (a sweep study, a runs/ folder).")],
+    out: Annotated[Path, typer.Option(help="Folder for report.md, results.json and the figures (PNG + SVG).")],
+    evals: Annotated[list[str] | None, typer.Option(
+        "--evals", metavar="FILE|DIR",
+        help="A JSON written by `bl2 eval loss|blimp --out`, or a folder searched for them; repeatable.")
+    ] = None,
+    cache: Annotated[list[str] | None, typer.Option(
+        "--cache", metavar="CACHE", help="A cache whose diagnostics the report shows; repeatable.")] = None,
+    label: Annotated[list[str] | None, typer.Option(
+        "--label", metavar="DIR=NAME", help="Show run dir DIR as NAME; repeatable.")] = None,
+    group: Annotated[list[str] | None, typer.Option(
+        "--group", metavar="DIR=NAME", help="Put run dir DIR in group NAME instead of its role's; repeatable.")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing report folder.")] = False,
+):
+    """The paper's figures and tables from run dirs, evaluations, caches and sweeps: OUT/report.md with training
+    curves, every metric by group (Figure 1), BLiMP against validation CE (Figure 2), cache diagnostics and a
+    results table. Needs matplotlib (the `report` extra of bl2)."""
+    from bl2.report import ReportConfig, parse_pairs
+    from bl2.report import report as run
+
+    run(ReportConfig(runs=runs, out=out, evals=evals or [], caches=cache or [],
+                     labels=parse_pairs(label or [], "--label"), groups=parse_pairs(group or [], "--group"),
+                     overwrite=overwrite))

@@ -1,0 +1,382 @@
+"""What `bl2 report` reads: run dirs (and the role of each), evaluation JSONs matched to them, the direct
+ensembles they name, and cache diagnostics. See report.py for the rules; nothing here draws or writes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bl2 import metrics
+from bl2.errors import UserError, require
+from bl2.storage import local_path
+
+RUN_JSON = "run.json"  # the run dir's record (bl2.distill.rundir; not imported: it would pull in torch)
+SUITES = {"blimp_filtered": "BLiMP filtered", "supplement_filtered": "BLiMP supplement"}
+SPLIT_ORDER = ("test", "val", "train")
+
+
+@dataclass
+class Model:
+    """One row of the report: a run dir, or the direct ensemble of several."""
+
+    key: str  # resolved run dir, or "ensemble:" + the members' keys
+    path: str  # as found (for humans)
+    label: str
+    role: str  # teacher | baseline | student | sweep trial | direct ensemble
+    group: str  # the figures' and tables' group
+    n_params: int | None = None
+    tokens_seen: int | None = None
+    train_s: float | None = None  # training loop wall time (all segments of a resumed run)
+    best_val_ce: float | None = None  # the lowest validation CE of training (bl2 keeps those weights)
+    metrics: dict[str, float] = field(default_factory=dict)  # "test CE" (nats/token), "BLiMP filtered" (%), ...
+    train: list[dict] = field(default_factory=list)  # metrics.jsonl rows of kind train
+    val: list[dict] = field(default_factory=list)  # rows of kind val
+    members: list[str] = field(default_factory=list)  # direct ensemble: member keys
+    kl_reduction: str | None = None
+
+    @property
+    def val_ce(self) -> float | None:
+        """Validation CE of the final weights (see fill_val_ce)."""
+        return self.metrics.get("val CE")
+
+
+# ----------------------------------------------------------------------------------------------- run dirs
+def find_run_dirs(args: list[str]) -> list[Path]:
+    """Run dirs named or found below the arguments, in argument order (sorted below each folder), once each."""
+    found: dict[str, Path] = {}
+    for arg in args:
+        path = local_path(arg, "a run dir")
+        require(path.exists(), f"{arg}: no such run dir or folder")
+        if (path / RUN_JSON).is_file():
+            below = [path]
+        else:
+            require(path.is_dir(), f"{arg} is not a run dir (no {RUN_JSON})")
+            below = sorted(p.parent for p in path.rglob(RUN_JSON) if "checkpoints" not in p.relative_to(path).parts)
+            require(len(below) > 0, f"{arg}: no run dir ({RUN_JSON}) found in it")
+        for p in below:
+            found.setdefault(str(p.resolve()), p)
+    return list(found.values())
+
+
+def read_json(path: Path) -> dict:
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"cannot read {path}: {str(e).splitlines()[0]}") from None
+    require(isinstance(doc, dict), f"{path} is not a JSON object")
+    return doc
+
+
+def load_run(path: Path) -> tuple[Model, dict]:
+    """The run's Model (role filled in later) and its run.json."""
+    info = read_json(path / RUN_JSON)
+    command = (info.get("identity") or {}).get("command")
+    require(command in ("pretrain", "distill", "distill-online"),
+            f"{path / RUN_JSON} has no bl2 command (identity.command); is it a bl2 run dir?")
+    cfg = info.get("config") or {}
+    rows = metrics.read(path / metrics.FILENAME)
+    train, val = metrics.read(path / metrics.FILENAME, "train"), metrics.read(path / metrics.FILENAME, "val")
+    model = Model(str(path.resolve()), str(path), path.name, "", "", n_params=info.get("n_params"),
+                  train=train, val=val, kl_reduction=cfg.get("kl_reduction"))
+    model.best_val_ce = min((r["val_ce"] for r in val), default=None)
+    model.tokens_seen = tokens_seen(train, cfg)
+    model.train_s = train_seconds(rows)
+    return model, info
+
+
+def tokens_seen(train: list[dict], cfg: dict) -> int | None:
+    """Training tokens seen: as logged, else steps x batch x seq_len."""
+    if not train:
+        return None
+    if train[-1].get("tokens_seen") is not None:
+        return int(train[-1]["tokens_seen"])
+    if cfg.get("batch_size") and cfg.get("seq_len"):
+        return int(train[-1]["step"]) * int(cfg["batch_size"]) * int(cfg["seq_len"])
+    return None
+
+
+def train_seconds(rows: list[dict]) -> float | None:
+    """Wall time of the training loop: each segment's last elapsed_s (a resume starts a new segment), the
+    last one's `done` train_s."""
+    total, segment, seen = 0.0, 0.0, False
+    for r in rows:
+        if r.get("elapsed_s") is not None:  # train rows
+            segment, seen = float(r["elapsed_s"]), True
+        elif r.get("event") in ("resume", "done"):
+            if r["event"] == "done" and r.get("train_s") is not None:
+                segment, seen = float(r["train_s"]), True
+            total, segment = total + segment, 0.0
+    return total + segment if seen else None
+
+
+def teachers_of(info: dict) -> tuple[list[str], list[str]]:
+    """(paths, weight hashes) of a distilled run's teachers, from any run.json layout bl2 wrote: identities
+    hold the hashes (`cache.teacher_sha256`, online `teachers`), `paths` / `budget` the paths; older run.json
+    files held [{path, sha256}] records in the identity."""
+    ident = info.get("identity") or {}
+    cache = ident.get("cache") or {}
+    records = list(cache.get("teachers") or []) + list(ident.get("teachers") or [])
+    shas = [t.get("sha256") if isinstance(t, dict) else t for t in records] + list(cache.get("teacher_sha256") or [])
+    paths = [t.get("path") for t in records if isinstance(t, dict)]
+    paths += list((info.get("paths") or {}).get("teachers") or [])
+    paths += [t.get("path") for t in (info.get("budget") or {}).get("teachers") or []]
+    return [p for p in paths if p], [s for s in dict.fromkeys(shas) if s]
+
+
+def teacher_refs(infos: list[dict]) -> tuple[set[str], set[str]]:
+    """Paths and weight hashes of every teacher a student of the report learned from."""
+    paths, shas = set(), set()
+    for info in infos:
+        p, s = teachers_of(info)
+        paths |= {str(Path(x).resolve()) for x in p if "://" not in x}
+        shas |= set(s)
+    return paths, shas
+
+
+def assign_role(model: Model, info: dict, teacher_paths: set[str], teacher_shas: set[str]) -> None:
+    ident = info.get("identity") or {}
+    command, cfg = ident.get("command"), info.get("config") or {}
+    sweep = info.get("sweep")
+    if isinstance(sweep, dict):
+        model.role, model.group = "sweep trial", f"sweep {Path(str(sweep.get('study', 'study'))).name}"
+    elif command == "pretrain":
+        model.role = "teacher" if is_teacher(model, teacher_paths, teacher_shas) else "baseline"
+        model.group = "teachers" if model.role == "teacher" else "baselines (pretrained)"
+    elif cfg.get("alpha") == 1:
+        # a distill run with alpha = 1 learns from CE only, on the cache's windows (pretraining redraws them)
+        model.role, model.group = "baseline", "baselines (alpha 1)"
+    else:
+        paths, shas = teachers_of(info)
+        n = len(shas) or len(dict.fromkeys(paths))
+        model.role = "student"
+        model.group = f"students ({n} teacher{'s' * (n != 1)}{', online' * (command == 'distill-online')})"
+
+
+def is_teacher(model: Model, paths: set[str], shas: set[str]) -> bool:
+    if model.key in paths:
+        return True
+    if not shas:
+        return False
+    from bl2.cache.teachers import weights_sha256
+
+    try:
+        return weights_sha256(Path(model.path)) in shas
+    except UserError:  # no weights yet (an unfinished run): not a teacher of anything
+        return False
+
+
+def collect_runs(args: list[str], labels: dict[str, str], groups: dict[str, str] | None = None) -> dict[str, Model]:
+    """The run dirs of the arguments with their roles; --label and --group (DIR -> NAME) override."""
+    loaded = [load_run(p) for p in find_run_dirs(args)]
+    paths, shas = teacher_refs([info for _, info in loaded])
+    models = {}
+    for model, info in loaded:
+        assign_role(model, info, paths, shas)
+        models[model.key] = model
+    unique_labels(list(models.values()))
+    for option, mapping in (("label", labels), ("group", groups or {})):
+        for dir_, name in mapping.items():
+            key = str(local_path(dir_).resolve())
+            require(key in models, f"--{option} {dir_}={name}: {dir_} is not one of the report's run dirs")
+            setattr(models[key], option, name)
+    return models
+
+
+def unique_labels(models: list[Model]) -> None:
+    """Dir names, with their parent folder where two runs share a name (trials of two studies)."""
+    names = [m.label for m in models]
+    for m in models:
+        if names.count(m.label) > 1:
+            m.label = "/".join(Path(m.path).resolve().parts[-2:])
+
+
+# ----------------------------------------------------------------------------------------------- evaluations
+def find_eval_docs(args: list[str]) -> list[tuple[Path, dict, str]]:
+    """(file, JSON, kind) of every `eval loss` / `eval blimp` JSON named or found below the arguments."""
+    docs = []
+    for arg in args:
+        path = Path(arg)
+        require(path.exists(), f"--evals {arg}: no such file or folder")
+        files = [path] if path.is_file() else sorted(path.rglob("*.json"))
+        found = []
+        for f in files:
+            try:
+                doc = json.loads(f.read_text())
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+                continue  # not ours; a garbled eval file is reported as not found below
+            kind = eval_kind(doc)
+            if kind:
+                found.append((f, doc, kind))
+        require(len(found) > 0, f"--evals {arg}: no evaluation JSON (`bl2 eval loss|blimp --out`) found")
+        docs += found
+    return docs
+
+
+def eval_kind(doc) -> str | None:
+    if not isinstance(doc, dict):
+        return None
+    results = doc.get("results")
+    if isinstance(results, dict) and "split" in doc and isinstance(doc.get("models"), list):
+        return "loss"
+    if isinstance(results, list) and results and all(isinstance(r, dict) and "suites" in r for r in results):
+        return "blimp"
+    return None
+
+
+def match_dir(name: str, models: dict[str, Model]) -> str | None:
+    """The run dir an evaluation names: the same resolved path, else the one run whose path ends like it."""
+    key = str(Path(name).resolve())
+    if key in models:
+        return key
+    tail = [p for p in Path(name).parts if p not in ("", ".", "..", "/")]
+    hits = [k for k, m in models.items() if not m.members and tail and list(Path(k).parts[-len(tail):]) == tail]
+    return hits[0] if len(hits) == 1 else None
+
+
+def ensemble_of(names: list[str], models: dict[str, Model]) -> Model:
+    """The direct ensemble of these member dirs (made once, shared by every evaluation of it)."""
+    keys = [match_dir(n, models) or f"?{n}" for n in names]
+    key = "ensemble:" + "+".join(sorted(keys))
+    if key not in models:
+        members = [models.get(k) for k in keys]
+        label = "ensemble(" + "+".join(m.label if m else Path(n).name for m, n in zip(members, names)) + ")"
+        ens = Model(key, " + ".join(names), label, "direct ensemble", "direct ensemble", members=keys)
+        if all(members):
+            for attr in ("n_params", "tokens_seen", "train_s"):
+                values = [getattr(m, attr) for m in members]
+                setattr(ens, attr, None if None in values else sum(values))
+        models[key] = ens
+    return models[key]
+
+
+def attach_evals(docs: list[tuple[Path, dict, str]], models: dict[str, Model]) -> list[str]:
+    """Put every evaluation's numbers on its model; returns the entries that name no run dir of the report."""
+    unmatched = []
+
+    def put(name: str, metric: str, value: float, where: Path) -> None:
+        key = match_dir(name, models)
+        if key is None:
+            unmatched.append(f"{where}: {name} ({metric})")
+        else:
+            models[key].metrics[metric] = value
+
+    for path, doc, kind in docs:
+        if kind == "loss":
+            metric = f"{doc['split']} CE"
+            for name in doc["models"]:
+                if name in doc["results"]:
+                    put(name, metric, float(doc["results"][name]["ce"]), path)
+            if "ensemble" in doc["results"] and len(doc["models"]) > 1:
+                ensemble_of(doc["models"], models).metrics[metric] = float(doc["results"]["ensemble"]["ce"])
+            continue
+        for entry in doc["results"]:
+            dirs = [str(d) for d in entry.get("model_dirs") or []]
+            scores = {suite_metric(s): 100 * float(v["score"]) for s, v in (entry.get("suites") or {}).items()}
+            if len(dirs) > 1 or entry.get("kind") == "ensemble":
+                ensemble_of(dirs, models).metrics.update(scores)
+            elif dirs:
+                for metric, value in scores.items():
+                    put(dirs[0], metric, value, path)
+    return unmatched
+
+
+def fill_val_ce(models: dict[str, Model]) -> None:
+    """"val CE" = the validation CE of the final weights: an `eval loss --split val` where one was found, else
+    the best validation of training (the weights bl2 keeps; the two agree, both score the val split's windows)."""
+    for m in models.values():
+        if "val CE" not in m.metrics and m.best_val_ce is not None:
+            m.metrics["val CE"] = m.best_val_ce
+
+
+def suite_metric(suite: str) -> str:
+    return SUITES.get(suite, f"BLiMP {suite}")
+
+
+def unit(metric: str) -> str:
+    return "nats/token" if metric.endswith(" CE") else "accuracy (%)"
+
+
+def metric_order(names: set[str]) -> list[str]:
+    """CE metrics first (test, val, train), then BLiMP filtered, supplement, the other suites."""
+    def rank(name: str):
+        if name.endswith(" CE"):
+            split = name[:-3]
+            return (0, SPLIT_ORDER.index(split) if split in SPLIT_ORDER else 9, name)
+        known = list(SUITES.values())
+        return (1, known.index(name) if name in known else 9, name)
+
+    return sorted(names, key=rank)
+
+
+# ----------------------------------------------------------------------------------------------- caches
+DIST_WINDOWS = 256  # windows read for the per-position distributions (one shard: cheap for any cache size)
+
+
+def read_cache(location: str) -> dict:
+    """A cache's diagnostics (those `bl2 cache info` prints) and the per-position distributions over its first
+    windows: head mass at each temperature (topk), unique sampled ids (sample)."""
+    from bl2.cache.diagnostics import head_mass
+    from bl2.cache.reader import CacheReader
+
+    r = CacheReader(location)
+    a, diag = r.attrs, r.attrs.get("diagnostics") or {}
+    tokens = max(1, r.n_windows * r.seq_len)
+    info = {"path": str(location), "mode": r.mode, "k": a.get("k"), "n_windows": r.n_windows, "seq_len": r.seq_len,
+            "teachers": len(a.get("teachers") or []), "complete": r.complete,
+            "bytes_per_token": diag.get("bytes_per_token", r.nbytes_stored() / tokens),
+            "head_mass": diag.get("head_mass") or {}, "unique_ids": diag.get("unique_ids"), "dist": {}}
+    ranges = r.committed_ranges()  # the first written shard (any one, in a cache still being written)
+    start, stop = ranges[0] if ranges else (0, 0)
+    stop = min(stop, start + DIST_WINDOWS)
+    info["dist_windows"] = stop - start
+    if stop > start and r.mode == "topk":
+        block = r.read(start, stop, ["topk_logp"] + (["logz"] if "logz" in r.specs else []))
+        for t in r.temperatures:
+            mass = head_mass(block["topk_logp"], block.get("logz"), t, r.temperature_index(t))
+            info["dist"][f"T={t:g}"] = mass.ravel()
+    elif stop > start and r.mode == "sample":
+        counts = r.read(start, stop, ["sample_counts"])["sample_counts"]
+        info["dist"]["unique ids"] = (counts > 0).sum(-1).ravel()
+    return info
+
+
+# ----------------------------------------------------------------------------------------------- ordering
+def group_order(models: list[Model]) -> list[str]:
+    """teachers, direct ensembles, students (by teachers), baselines, sweeps, the rest."""
+    def rank(group: str):
+        for i, prefix in enumerate(("teachers", "direct ensemble", "students", "baselines", "sweep")):
+            if group.startswith(prefix):
+                digits = "".join(c for c in group if c.isdigit())
+                return (i, int(digits) if digits and prefix == "students" else 0, group)
+        return (9, 0, group)
+
+    return sorted({m.group for m in models}, key=rank)
+
+
+def natural(text: str):
+    """Sort key that puts trial-2 before trial-10."""
+    import re
+
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text)]
+
+
+def ordered(models: dict[str, Model]) -> list[Model]:
+    groups = group_order(list(models.values()))
+    return sorted(models.values(), key=lambda m: (groups.index(m.group), natural(m.label)))
+
+
+def metric_names(rows: list[Model]) -> list[str]:
+    return metric_order({name for m in rows for name in m.metrics})
+
+
+def blimp_points(rows: list[Model], metric: str) -> list[tuple[Model, float, float]]:
+    """(model, validation CE, BLiMP %) of every model that has both."""
+    return [(m, m.val_ce, m.metrics[metric]) for m in rows
+            if m.val_ce is not None and math.isfinite(m.val_ce) and metric in m.metrics]
+
+
+def finite(values: list[float | None]) -> list[float]:
+    return [v for v in values if v is not None and math.isfinite(v)]
