@@ -53,7 +53,11 @@ def loader_rate(location: str, batch_size: int, batches: int) -> dict:
 
 
 def start_s3():
+    import logging
+
     from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one access-log line per S3 request otherwise
 
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
