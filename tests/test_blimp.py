@@ -16,9 +16,10 @@ from conftest import make_debug_model
 from typer.testing import CliRunner
 
 from bl2.cli import app
-from bl2.eval import blimp
-from bl2.eval.blimp import encode_sentences, evaluate_blimp, load_tokenizer, pack_tries, summarise
+from bl2.eval import blimp, blimp_scoring
+from bl2.eval.blimp import encode_sentences, evaluate_blimp, load_tokenizer, summarise
 from bl2.eval.blimp_data import Pair, SubtaskPairs, index_sentences, load_suites
+from bl2.eval.blimp_scoring import pack_tries
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"  # ../shared/data from the repo root
 needs_shared = pytest.mark.skipif(not (SHARED / "blimp_filtered").is_dir(), reason="no ../shared/data")
@@ -147,9 +148,9 @@ def test_packed_equals_plain_batching(debug_model_dir, second_model_dir):
     tok = load_tokenizer([debug_model_dir])
     sentences, _ = index_sentences(load_suites(SHARED, "all", limit=3))
     tokens = encode_sentences(tok, sentences)
-    assert blimp.packing_agrees(ens, tokens, tok.bos_token_id, tok.pad_token_id)
-    packed = blimp.score_sentences(ens, tokens, 1, 0, batch_size=50, progress=False, packed=True)
-    plain = blimp.score_sentences(ens, tokens, 1, 0, batch_size=50, progress=False, packed=False)
+    assert blimp_scoring.packing_agrees(ens, tokens, tok.bos_token_id, tok.pad_token_id)
+    packed = blimp_scoring.score_sentences(ens, tokens, 1, 0, batch_size=50, progress=False, packed=True)
+    plain = blimp_scoring.score_sentences(ens, tokens, 1, 0, batch_size=50, progress=False, packed=False)
     assert packed.shape == (3, len(sentences))
     np.testing.assert_allclose(packed, plain, rtol=0, atol=1e-4)
 
@@ -161,7 +162,7 @@ def test_falls_back_to_plain_batching_when_packing_disagrees(tmp_path, eval_dir,
     def broken(ensemble, seqs, *args):  # a model that ignores custom masks would score like this
         raise RuntimeError("4D masks unsupported")
 
-    monkeypatch.setattr(blimp, "score_packed", broken)
+    monkeypatch.setattr(blimp_scoring, "score_packed", broken)
     evaluate_blimp([debug_model_dir], eval_dir, out=out, log_samples=tmp_path / "fallback.jsonl",
                    progress=False, show=False)
     assert json.loads(out.read_text())["settings"]["batching"] == "length-sorted, right-padded"
