@@ -89,6 +89,18 @@ def test_two_processes_distill_from_cache_like_one(tmp_path, data_dir, one_proce
                                rel=1e-5, abs=1e-5)
 
 
+def test_two_processes_online_distill_like_one(tmp_path, data_dir, one_process):
+    """Online KD under DDP: every rank runs the live teacher on its own share of each batch."""
+    args = ["distill", "--teachers", one_process, "--data", data_dir, "--max-steps", "4", "--alpha", "0.5", *TRAIN]
+    r = run_cli(*args, "--out", tmp_path / "one")
+    assert r.exit_code == 0, r.stderr
+    torchrun(*args, "--out", tmp_path / "two")
+    assert_close_runs(tmp_path / "two", tmp_path / "one")
+    kl = [r["kl"] for r in metrics.read(tmp_path / "two" / "metrics.jsonl", "train")]
+    assert kl == pytest.approx([r["kl"] for r in metrics.read(tmp_path / "one" / "metrics.jsonl", "train")],
+                               rel=1e-5, abs=1e-5) and all(k > 0 for k in kl)
+
+
 def test_killed_rank_then_resume_equals_uninterrupted(tmp_path, data_dir, two_processes):
     args = [*PRETRAIN, "--data", data_dir]
     crashed = tmp_path / "crashed"
