@@ -13,6 +13,7 @@ with the recorded sizes (bl2.cache.shards): a deleted or truncated shard is an e
 from __future__ import annotations
 
 import math
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -98,13 +99,15 @@ class CacheReader:
         except Exception as e:
             raise UserError(f"cache {self.path}: its commit record is unreadable ({_first_line(e)})") from None
 
-    @property
-    def committed(self) -> set[int]:
+    # The record is read once, when the reader opens: what derives from it is computed once too (every `read`
+    # consults both, and a streamed cache is read block by block).
+    @cached_property
+    def committed(self) -> frozenset[int]:
         """Indexes of the shards whose rows are written (v1: the shards below `windows_done`)."""
         if self._record is None:
             done = int(self.attrs["windows_done"])
-            return {i for i in range(n_shards(self.n_windows)) if shard_rows(i, self.n_windows)[1] <= done}
-        return {int(i) for i in np.flatnonzero(self._record[:, 0] > 0)}
+            return frozenset(i for i in range(n_shards(self.n_windows)) if shard_rows(i, self.n_windows)[1] <= done)
+        return frozenset(int(i) for i in np.flatnonzero(self._record[:, 0] > 0))
 
     @property
     def windows_done(self) -> int:
@@ -119,6 +122,10 @@ class CacheReader:
 
     def shard_record(self) -> dict[str, dict[int, int]] | None:
         """v2: {array: {committed shard: bytes of its shard object}}, as the writer recorded them; None for v1."""
+        return self._shard_sizes
+
+    @cached_property
+    def _shard_sizes(self) -> dict[str, dict[int, int]] | None:
         if self._record is None:
             return None
         done = np.flatnonzero(self._record[:, 0])
