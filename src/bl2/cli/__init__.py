@@ -12,7 +12,6 @@ import typer
 
 from bl2.cli.inspect import cache_app, eval_app
 from bl2.cli.options import (
-    ENSEMBLE_RULES,
     AccumOpt,
     BatchOpt,
     CkptOpt,
@@ -33,6 +32,7 @@ from bl2.cli.options import (
     WarmupOpt,
     WdOpt,
     WordCkptOpt,
+    ensemble_rule,
     parse_floats,
     split_list,
     train_config,
@@ -40,7 +40,6 @@ from bl2.cli.options import (
     user_errors,
 )
 from bl2.cli.sweep import sweep_app
-from bl2.errors import UserError
 
 app = typer.Typer(
     help="bl2: BabyLlama-2 style ensemble distillation with teacher soft targets cached once in Zarr.",
@@ -161,9 +160,7 @@ def distill(
 
     cfg = train_config(preset, config, locals(), alpha=alpha, temperature=temperature,
                        kl_reduction=kl_reduction, shuffle_buffer=shuffle_buffer)
-    rule = ENSEMBLE_RULES.get(ensemble)
-    if rule is None:
-        raise UserError(f"unknown --ensemble {ensemble!r}; choose logit-mean or prob-mean")
+    rule = ensemble_rule(ensemble)
     run(cfg, out, cache=cache, teachers=split_list(teachers) if teachers else None,
         data_dir=data, ensemble=rule, cache_in_memory=cache_in_memory, resume=resume, overwrite=overwrite,
         device=device, teacher_words=[parse_count(w, "--teacher-words") for w in split_list(teacher_words or "")])
@@ -213,11 +210,10 @@ def cache_logits(
     from bl2.cache.writer import CacheLogitsConfig
     from bl2.cache.writer import cache_logits as run
 
-    if ensemble not in ENSEMBLE_RULES:
-        raise UserError(f"unknown --ensemble {ensemble!r}; choose logit-mean or prob-mean")
+    rule = ensemble_rule(ensemble)
     run(CacheLogitsConfig(
         data=data, teachers=split_list(teachers), out=out, split=split, mode=mode, k=k,
-        temperatures=parse_floats(temperatures, "--temperatures"), ensemble=ENSEMBLE_RULES[ensemble],
+        temperatures=parse_floats(temperatures, "--temperatures"), ensemble=rule,
         n_draws=n_draws, sample_temperature=sample_temperature, logp_dtype=logp_dtype, head_logp=head_logp,
         logp_step=logp_step, sparse_ids=sparse_ids, head_order=head_order, offsets=offsets, seq_len=seq_len,
         batch_size=batch_size, device=device, overwrite=overwrite, max_windows=max_windows, seed=seed))

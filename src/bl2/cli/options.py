@@ -61,6 +61,13 @@ def split_list(value: str) -> list[str]:
 ENSEMBLE_RULES = {"logit-mean": "logit_mean", "prob-mean": "prob_mean", "logit_mean": "logit_mean",
                   "prob_mean": "prob_mean"}
 
+
+def ensemble_rule(name: str) -> str:
+    """The ensemble rule an --ensemble value names (`logit-mean` or `prob-mean`, either spelling)."""
+    if name not in ENSEMBLE_RULES:
+        raise UserError(f"unknown --ensemble {name!r}; choose logit-mean or prob-mean")
+    return ENSEMBLE_RULES[name]
+
 # Options shared by pretrain and distill. None means "not given": the YAML file, then the preset, decide.
 DeviceOpt = Annotated[str, typer.Option(help="auto (cuda, then mps, then cpu) | cpu | cuda | mps.")]
 PresetOpt = Annotated[str, typer.Option(help="Model preset: debug | tiny | 16m | 345m.")]
