@@ -74,6 +74,17 @@ def require_writable_file(path: str | Path, what: str) -> None:
     require_writable_dir(file.parent, f"the folder of {what}")
 
 
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write a local file via a temp file + rename, so a crash never leaves it half-written."""
+    import os
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
 # ---------------------------------------------------------------------------------------------- remote
 # Options for remote filesystems (`--storage-options JSON`), process-wide; credentials and the endpoint
 # otherwise come from the usual environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL, ...).

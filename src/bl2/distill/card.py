@@ -11,12 +11,12 @@ rewritten whenever the run saves its final model (a resume keeps evals.json).
 from __future__ import annotations
 
 import json
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 
 from bl2.distill.ledger import read_run_json
 from bl2.distill.words import mark_dirs
+from bl2.storage import write_text_atomic
 
 CARD = "README.md"
 EVALS = "evals.json"
@@ -27,12 +27,6 @@ CONFIG_ROWS = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_att
 
 def is_run_dir(path) -> bool:
     return (Path(path) / "run.json").is_file()
-
-
-def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _json(path: Path) -> dict:
@@ -186,7 +180,7 @@ def card_text(run_dir) -> str:
 def write_card(run_dir) -> Path:
     """(Re)write RUN/README.md from what the run dir records."""
     path = Path(run_dir) / CARD
-    _write(path, card_text(run_dir))
+    write_text_atomic(path, card_text(run_dir))
     return path
 
 
@@ -195,7 +189,7 @@ def record_eval(run_dir, task: str, key: str, entry: dict) -> None:
     path = Path(run_dir) / EVALS
     evals = _json(path)
     evals.setdefault(task, {})[key] = entry | {"date": datetime.now(UTC).isoformat(timespec="seconds")}
-    _write(path, json.dumps(evals, indent=2) + "\n")
+    write_text_atomic(path, json.dumps(evals, indent=2) + "\n")
     write_card(run_dir)
 
 

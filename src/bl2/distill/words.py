@@ -17,12 +17,12 @@ passes: the weights of that step, bit-exact again after a resume), and `finish(s
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 from pathlib import Path
 
 from bl2.errors import UserError, require
+from bl2.storage import write_text_atomic
 
 WORD_DIR = "word-checkpoints"
 MARKS_FILE = "words.json"  # inside each mark dir: the step, tokens and words at which it was saved
@@ -67,12 +67,6 @@ def mark_dirs(run_dir: Path) -> list[Path]:
     return sorted(dirs, key=lambda d: json.loads((d / MARKS_FILE).read_text())["words"])
 
 
-def write_json_atomic(path: Path, doc: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=2, default=str))
-    os.replace(tmp, path)
-
-
 class WordClock:
     """Tokens and words consumed by a run, and the word-count checkpoints it owes."""
 
@@ -113,7 +107,8 @@ class WordClock:
         tmp = final.with_name(final.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         save_model_dir(model, tmp, self.tokenizer_dir)
-        write_json_atomic(tmp / MARKS_FILE, {"words": mark, "step": step} | self.seen(step))
+        marks = {"words": mark, "step": step} | self.seen(step)
+        write_text_atomic(tmp / MARKS_FILE, json.dumps(marks, indent=2, default=str))
         if final.exists():  # a resumed run passes the mark again: the same step, the same weights
             shutil.rmtree(final)
         tmp.rename(final)
@@ -137,4 +132,5 @@ def record_summary(run_dir: Path, summary: dict) -> None:
         doc = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise UserError(f"cannot update {path}: {e}") from None
-    write_json_atomic(path, doc | {"summary": {k: v for k, v in summary.items() if k not in ("kind", "time")}})
+    summary = {k: v for k, v in summary.items() if k not in ("kind", "time")}
+    write_text_atomic(path, json.dumps(doc | {"summary": summary}, indent=2, default=str))

@@ -15,7 +15,6 @@ torch ops, never a Python loop over tokens (blimp_scoring.py).
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -27,6 +26,7 @@ from bl2.errors import UserError, require
 from bl2.eval.blimp_data import SubtaskPairs, index_sentences, load_suites
 from bl2.eval.blimp_scoring import ENSEMBLE_RULE, packing_agrees, score_sentences
 from bl2.progress import console
+from bl2.storage import write_text_atomic
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model", "vocab.txt")
 TIE_RULE = "a tie (equal log-probabilities) counts as correct (BabyLM 2024 / lm-eval); ties are counted per subtask"
@@ -123,15 +123,6 @@ def check_output(path: Path | None, overwrite: bool) -> None:
         require_writable_file(path, "output file")
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write via a temp file + rename, so a crash never leaves a half-written result."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def sample_lines(scores: np.ndarray, subtasks: list[SubtaskPairs]) -> list[str]:
     """One JSON line per pair; logp_* are the headline system's (the ensemble's with several dirs)."""
     lines = []
@@ -225,9 +216,9 @@ def evaluate_blimp(model_dirs: list[Path], data_dir: Path, suite: str = "all", l
                     "tie_rule": TIE_RULE,
                     "batching": "prefix tries" if pack else "length-sorted, right-padded",
                     "date": datetime.now(UTC).isoformat(timespec="seconds")}
-        write_atomic(out, results_json(results, settings, timing(score_s, len(sentences), subtasks), device))
+        write_text_atomic(out, results_json(results, settings, timing(score_s, len(sentences), subtasks), device))
     if log_samples is not None:
-        write_atomic(log_samples, "\n".join(sample_lines(scores, subtasks)) + "\n")
+        write_text_atomic(log_samples, "\n".join(sample_lines(scores, subtasks)) + "\n")
     return results
 
 

@@ -53,10 +53,11 @@ def evaluate_loss(model_dirs: list[Path], data_dir: Path, split: str = "test", b
     (JSON) is checked before any scoring: an existing file needs `overwrite`, and it must be writable."""
     from bl2.data.store import TokenStore
     from bl2.data.windows import eval_windows
-    from bl2.eval.blimp import check_output, write_atomic
+    from bl2.eval.blimp import check_output
     from bl2.model.ensemble import Ensemble, combine
     from bl2.progress import console, make_progress
     from bl2.runtime import pick_device
+    from bl2.storage import write_text_atomic
 
     require(batch_size >= 1, f"--batch-size must be >= 1, got {batch_size}")
     check_output(out, overwrite)
@@ -90,7 +91,7 @@ def evaluate_loss(model_dirs: list[Path], data_dir: Path, split: str = "test", b
               "n_tokens": count, "models": names, "results": results}
     _print(report, console)
     if out:
-        write_atomic(Path(out), json.dumps(report, indent=2))
+        write_text_atomic(out, json.dumps(report, indent=2))
     return report
 
 
