@@ -16,7 +16,6 @@ import os
 import queue
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -51,29 +50,16 @@ def _existing_attrs(out: str) -> dict | None:
     return attrs
 
 
-def _check_writable(folder: Path) -> None:
-    blocker = next((p for p in (folder, *folder.parents) if p.exists()), None)
-    require(blocker is None or blocker.is_dir(), f"cannot write the cache under {folder}: {blocker} is not a folder")
-    try:
-        import tempfile
-
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".bl2-write-test-"):
-            pass
-    except OSError as e:
-        raise UserError(f"cannot write the cache to {folder}: {e.strerror or e}") from None
-
-
 def output_state(out: str, attrs: dict, overwrite: bool) -> str:
     """'new' | 'replace' | 'resume' | 'complete' for --out; UserError when the existing store must not be
     used (another configuration without --overwrite, or not a bl2 cache at all). Touches nothing."""
     local = not storage.is_remote(out)
     if local and not storage.local_path(out).exists():
-        _check_writable(storage.local_path(out).parent)
+        storage.require_writable_dir(out, "the cache --out")  # its nearest existing ancestor must take files
         return "new"
     old = _existing_attrs(out)
     if local:
-        _check_writable(storage.local_path(out))
+        storage.require_writable_dir(out, "the cache --out")
     if old is None:
         return "new"
     if overwrite:
