@@ -46,9 +46,13 @@ def read(path: str | Path, kind: str | None = None) -> list[dict]:
             row = json.loads(line)
         except json.JSONDecodeError:
             continue
-        if kind is None or _kind(row) == kind:
-            rows.append(row)
-    return rows
+        rows.append(row)
+    return rows if kind is None else of_kind(rows, kind)
+
+
+def of_kind(rows: list[dict], kind: str) -> list[dict]:
+    """The rows of one kind (train, val or event), in order."""
+    return [r for r in rows if _kind(r) == kind]
 
 
 def _kind(row: dict) -> str:

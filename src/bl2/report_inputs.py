@@ -77,8 +77,8 @@ def load_run(path: Path) -> tuple[Model, dict]:
     require(command in ("pretrain", "distill", "distill-online"),
             f"{path / RUN_JSON} has no bl2 command (identity.command); is it a bl2 run dir?")
     cfg = info.get("config") or {}
-    rows = metrics.read(path / metrics.FILENAME)
-    train, val = metrics.read(path / metrics.FILENAME, "train"), metrics.read(path / metrics.FILENAME, "val")
+    rows = metrics.read(path / metrics.FILENAME)  # read once: a report may load dozens of sweep trials
+    train, val = metrics.of_kind(rows, "train"), metrics.of_kind(rows, "val")
     model = Model(str(path.resolve()), str(path), path.name, "", "", n_params=info.get("n_params"),
                   train=train, val=val, kl_reduction=cfg.get("kl_reduction"))
     model.best_val_ce = min((r["val_ce"] for r in val), default=None)

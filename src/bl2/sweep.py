@@ -352,7 +352,7 @@ def run_trial(study, trial, space: Space, cfg: SweepConfig, make_job) -> bool:
     if "retry_of" in trial.user_attrs:
         info["retry_of"] = trial.user_attrs["retry_of"]
     trial.set_user_attr("run_dir", str(out.resolve()))
-    console.rule(f"[bold]trial {trial.number}: " + ", ".join(f"{k}={_fmt(v)}" for k, v in values.items()))
+    console.rule(f"[bold]trial {trial.number}: " + ", ".join(f"{k}={fmt_value(v)}" for k, v in values.items()))
     error, summary = None, None
     with _Heartbeat(trial, cfg.heartbeat):
         try:
@@ -388,5 +388,6 @@ def run_trial(study, trial, space: Space, cfg: SweepConfig, make_job) -> bool:
     return True
 
 
-def _fmt(v) -> str:
+def fmt_value(v) -> str:
+    """A parameter value as the sweep tables print it (floats to 3 significant digits)."""
     return f"{v:.3g}" if isinstance(v, float) else str(v)

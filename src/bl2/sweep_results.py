@@ -14,14 +14,10 @@ import statistics
 from pathlib import Path
 
 from bl2.errors import UserError, require
-from bl2.sweep import best_trial, counts, load_study, trial_dir
+from bl2.sweep import best_trial, counts, fmt_value, load_study, trial_dir
 
 CONFIRM_JSON = "confirm.json"
 STATES = {"FAIL": "failed"}  # Optuna's state names, lower case, with this one spelt as the counts spell it
-
-
-def _fmt(v) -> str:
-    return f"{v:.3g}" if isinstance(v, float) else str(v)
 
 
 def trial_rows(study) -> list[dict]:
@@ -62,7 +58,7 @@ def sweep_status(study_dir: Path, storage: str | None = None) -> dict:
         mark = " *" if best is not None and r["trial"] == best.number else ""
         table.add_row(f"{r['trial']}{mark}", r["state"], "" if r["value"] is None else f"{r['value']:.4f}",
                       "" if r["step"] is None else str(r["step"]),
-                      ", ".join(f"{k} {_fmt(v)}" for k, v in r["params"].items()), r["note"])
+                      ", ".join(f"{k} {fmt_value(v)}" for k, v in r["params"].items()), r["note"])
     console.print(table)
     return {"study": meta["study_name"], "counts": n, "trials": rows,
             "best": None if best is None else {"trial": best.number, "value": best.value, "params": best.params}}
