@@ -109,10 +109,11 @@ class CacheWindows:
         if self.data is not None:
             return to_torch({name: a[rows] for name, a in self.data.items()})
         blocks = rows // BLOCK
-        for b in np.unique(blocks):  # everything this batch needs, concurrently
-            self._request(int(b))
+        needed = [int(b) for b in np.unique(blocks)]
+        for b in needed:  # everything this batch needs, concurrently
+            self._request(b)
         self._read_ahead(epoch, index, batch_size)
-        parts = {int(b): self._block(int(b)) for b in np.unique(blocks)}
+        parts = {b: self._block(b) for b in needed}
         names = next(iter(parts.values())).keys()
         return to_torch({n: np.stack([parts[int(b)][n][r - b * BLOCK] for r, b in zip(rows, blocks)])
                          for n in names})
