@@ -96,8 +96,8 @@ def test_killed_rank_then_rerun_on_one_process(tmp_path, data_dir, teachers, one
 
 # ---------------------------------------------------------------------------------------------- format v1
 def test_format_v1_cache_still_reads(tmp_path, data_dir):
-    """A cache written by the v1 writer (committed fixture): readable, verifiable, and element for element the
-    cache v2 writes from the same teacher (when this environment rebuilds the same teacher weights)."""
+    """A cache written by the v1 writer (committed fixture): readable, verifiable, and, to another CPU's float
+    rounding, the cache v2 writes from the same teacher (when this environment rebuilds the same weights)."""
     from bl2.cache.teachers import weights_sha256
     from bl2.cache.verify import verify
 
@@ -116,8 +116,25 @@ def test_format_v1_cache_still_reads(tmp_path, data_dir):
     assert res.exit_code == 0, res.stderr
     v2 = CacheReader(str(out))
     assert v2.version == 2
-    for name, value in v2.read_all().items():
-        np.testing.assert_array_equal(value, v1[name], err_msg=name)
+    assert_cache_arrays_close(v2.read_all(), v1)
+
+
+def assert_cache_arrays_close(new: dict, fixture: dict) -> None:
+    """A cache written here against one written on another machine (a committed fixture): the tokens are
+    equal; the float arrays agree to the rounding of another CPU's kernels (float32 logZ to 1e-5 absolute, the
+    float16 head log-probs to 2 float16 steps); top-k ids agree except where two candidates tie to that rounding
+    (their order may then swap)."""
+    assert new.keys() == fixture.keys()
+    np.testing.assert_array_equal(new["input_ids"], fixture["input_ids"])
+    np.testing.assert_allclose(new["logz"], fixture["logz"], rtol=0, atol=1e-5, err_msg="logz")
+    a, b = new["topk_logp"].astype(np.float32), fixture["topk_logp"].astype(np.float32)
+    np.testing.assert_allclose(a, b, rtol=2 * 2.0**-10, atol=1e-3, err_msg="topk_logp")
+    swapped = new["topk_ids"] != fixture["topk_ids"]
+    assert swapped.mean() < 0.01, f"{swapped.sum()} top-k ids differ"
+    # a swap is only allowed between entries whose log-probs tie to the tolerance above
+    near_tie = np.isclose(a, np.roll(a, 1, axis=-1), rtol=2 * 2.0**-10, atol=1e-3) | np.isclose(
+        a, np.roll(a, -1, axis=-1), rtol=2 * 2.0**-10, atol=1e-3)
+    assert not (swapped & ~near_tie).any(), "top-k ids differ where their log-probs do not tie"
 
 
 # ---------------------------------------------------------------------------------------------- fp32 full
