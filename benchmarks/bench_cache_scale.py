@@ -42,7 +42,7 @@ def cache_rate(args, nproc: int, out: Path) -> dict:
 
 
 def loader_rate(location: str, batch_size: int, batches: int) -> dict:
-    from bl2.distill.cache_source import CacheWindows, open_cache
+    from bl2.cache.loader import CacheWindows, open_cache
 
     source = CacheWindows(open_cache(location, "no"), seed=0, buffer=2048)
     n = min(batches, source.n_windows // batch_size)

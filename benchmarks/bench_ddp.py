@@ -33,7 +33,7 @@ def run_config(args, nproc: int, workdir: Path) -> dict:
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=3600)
     if r.returncode != 0:
         sys.exit(f"nproc {nproc} failed:\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}")
-    from bl2 import metrics
+    from bl2.runs import metrics
 
     tps = [row["tokens_per_s"] for row in metrics.read(out / "metrics.jsonl", "train")][args.warmup:]
     tokens = args.batch_size * 128

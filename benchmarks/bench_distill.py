@@ -60,9 +60,9 @@ def child_bl2(args, out: Path) -> tuple[list[float], float | None]:
     longer than the steps)."""
     import dataclasses
 
-    from bl2 import metrics
     from bl2.distill.job import cache_job, online_job, pretrain_job
     from bl2.distill.loop import train
+    from bl2.runs import metrics
 
     kind, _, cache = args.config.partition(":")
     if kind == "ce":

@@ -20,7 +20,7 @@ from pathlib import Path
 
 
 def loader_rate(reader, in_memory: bool, batch_size: int, batches: int, buffer: int) -> dict:
-    from bl2.distill.cache_source import CacheWindows, open_cache
+    from bl2.cache.loader import CacheWindows, open_cache
 
     t0 = time.perf_counter()
     source = CacheWindows(open_cache(reader, "yes" if in_memory else "no"), seed=0, buffer=buffer)
@@ -34,7 +34,7 @@ def loader_rate(reader, in_memory: bool, batch_size: int, batches: int, buffer: 
 
 
 def student_rate(reader, preset: str, batch_size: int, steps: int) -> dict:
-    from bl2.distill.cache_source import CacheWindows, open_cache
+    from bl2.cache.loader import CacheWindows, open_cache
     from bl2.distill.config import TrainConfig
     from bl2.distill.loop import make_optimizer
     from bl2.distill.objective import LossSpec, Objective

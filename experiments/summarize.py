@@ -9,7 +9,7 @@ import json
 import sys
 from pathlib import Path
 
-from bl2 import metrics
+from bl2.runs import metrics
 
 ROWS = [
     ("teacher0", "teacher 0 (seed 0)"), ("teacher1", "teacher 1 (seed 1)"), ("teacher2", "teacher 2 (seed 2)"),

@@ -10,7 +10,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from bl2 import metrics
+from bl2.runs import metrics
 
 
 def done(run_dir: Path) -> dict | None:

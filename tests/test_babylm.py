@@ -14,13 +14,13 @@ import torch
 import yaml
 from conftest import assert_user_error, make_debug_model, run_cli, run_with_crash
 
-from bl2 import metrics
 from bl2.data.store import TokenStore
 from bl2.distill import checkpoint
 from bl2.distill.config import TrainConfig
 from bl2.distill.run import pretrain
-from bl2.distill.words import BABYLM_MARKS, WORD_DIR, mark_name, parse_count, parse_marks
 from bl2.errors import UserError
+from bl2.runs import metrics
+from bl2.runs.marks import BABYLM_MARKS, WORD_DIR, mark_name, parse_count, parse_marks
 
 BASE = dict(preset="debug", seed=0, batch_size=8, max_steps=6, warmup=2, lr=3e-3, log_every=1, ckpt_every=1,
             keep_checkpoints=10, eval_batch_size=32)
@@ -160,7 +160,7 @@ def teacher_runs(tmp_path_factory, data_dir) -> list[Path]:
 
 
 def test_budget_ledger_counts_teachers_and_student(tmp_path, data_dir, teacher_runs):
-    from bl2.budget import ledger
+    from bl2.runs.budget import ledger
 
     out = tmp_path / "student"
     r = run_cli("distill", "--teachers", ",".join(map(str, teacher_runs)), "--data", data_dir, "--preset", "debug",
@@ -247,7 +247,7 @@ def test_model_card_and_recorded_evaluations(tmp_path, marked_run, data_dir):
 
 
 def test_student_card_names_cache_and_teachers(tmp_path, data_dir, teacher_runs):
-    from bl2.distill.card import card_text
+    from bl2.runs.card import card_text
 
     cache = tmp_path / "c.zarr"
     r = run_cli("cache-logits", "--data", data_dir, "--teachers", ",".join(map(str, teacher_runs)), "--out", cache,

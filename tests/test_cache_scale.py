@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from conftest import make_debug_model, run_cli, torchrun, worker_pids
 
-from bl2 import metrics
 from bl2.cache.reader import CacheReader
+from bl2.runs import metrics
 
 SEQ = 16  # short windows: the test corpus then fills several 256-window shards
 FIXTURE_V1 = Path(__file__).parent / "assets" / "cache_v1"
@@ -176,7 +176,7 @@ def test_streaming_with_read_ahead_equals_in_memory(one_rank):
     """Several shards, a 2-block shuffle buffer: threaded block reads and read-ahead serve the in-RAM batches."""
     import torch
 
-    from bl2.distill.cache_source import CacheWindows, open_cache
+    from bl2.cache.loader import CacheWindows, open_cache
 
     ram = CacheWindows(open_cache(str(one_rank), "yes"), seed=4, buffer=512)
     stream = CacheWindows(open_cache(str(one_rank), "no"), seed=4, buffer=512)

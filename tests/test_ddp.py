@@ -19,7 +19,7 @@ import pytest
 import torch
 from conftest import run_cli, torchrun, worker_pids
 
-from bl2 import metrics
+from bl2.runs import metrics
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
 

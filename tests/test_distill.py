@@ -11,9 +11,9 @@ import pytest
 import torch
 from conftest import assert_user_error, run_cli, run_with_crash
 
-from bl2 import metrics
 from bl2.distill.config import TrainConfig
 from bl2.distill.run import distill, pretrain
+from bl2.runs import metrics
 
 COMMON = dict(preset="debug", seed=0, batch_size=8, warmup=2, lr=3e-3, log_every=1, ckpt_every=1, keep_checkpoints=10,
               eval_batch_size=32)
@@ -96,8 +96,8 @@ def test_exact_resume_from_cache(tmp_path, caches, monkeypatch):
 
 
 def test_streaming_equals_in_memory(caches):
+    from bl2.cache.loader import CacheWindows, open_cache
     from bl2.cache.reader import CacheReader
-    from bl2.distill.cache_source import CacheWindows, open_cache
 
     reader = CacheReader(caches["topk"])
     ram = CacheWindows(open_cache(reader, "yes"), seed=3, buffer=512)
@@ -180,9 +180,9 @@ def test_epochs_cycle_through_cached_alignments(tmp_path, data_dir, teachers):
     """A cache made with --offsets 2: epoch e reads alignment e mod 2 (windows shifted by L/2 tokens)."""
     import numpy as np
 
+    from bl2.cache.loader import CacheWindows, open_cache
     from bl2.cache.reader import CacheReader
     from bl2.data.store import TokenStore
-    from bl2.distill.cache_source import CacheWindows, open_cache
 
     cache = make_cache(tmp_path / "o2.zarr", data_dir, teachers[:1], "--k", "4", "--offsets", "2")
     reader = CacheReader(cache)
@@ -211,7 +211,7 @@ def test_ranks_split_the_global_batch(data_dir):
 def test_one_decoded_cache_serves_several_jobs(tmp_path, caches):
     """A process training many students decodes the cache once and hands it to every job; the result equals
     the plain `distill --cache` run."""
-    from bl2.distill.cache_source import open_cache
+    from bl2.cache.loader import open_cache
     from bl2.distill.job import cache_job
     from bl2.distill.loop import train
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from bl2.data.batch import Batch
 from bl2.distill import fused
 from bl2.distill.objective import LossSpec, Objective
-from bl2.distill.sources import Batch
 
 B, L, V, K, H = 3, 5, 50, 6, 8
 

@@ -142,7 +142,7 @@ CASES = [
     ("resume-garbled-run-json", ["pretrain", "--data", "{data}", "--out", "{run_badjson}", "--resume", *RUN], 2,
      "run.json is unreadable", None),
     ("resume-run-json-without-identity", ["pretrain", "--data", "{data}", "--out", "{run_noident}", "--resume", *RUN],
-     2, "has no run identity", None),
+     2, "was not written by bl2", None),
     # 6. lenient no more
     ("resume-nothing", ["pretrain", "--data", "{data}", "--out", "{new}/typo", "--resume", *RUN], 2,
      "nothing to resume at", "{new}/typo"),

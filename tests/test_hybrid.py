@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from bl2.cache.encodings import Encoding, decode, delta_ids, dequantise_head, encode, quantise_head, undelta_ids
+from bl2.data.batch import Batch
 from bl2.distill import fused
 from bl2.distill.objective import LossSpec, Objective, cached_targets, fused_targets
-from bl2.distill.sources import Batch
 
 B, L, V, K, S = 3, 5, 50, 6, 12
 

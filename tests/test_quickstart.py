@@ -8,7 +8,7 @@ from conftest import assert_user_error, run_cli
 
 
 def test_quickstart_end_to_end(tmp_path):
-    from bl2.quickstart import QuickstartConfig, quickstart
+    from bl2.workflows.quickstart import QuickstartConfig, quickstart
 
     out = tmp_path / "qs"
     report = quickstart(QuickstartConfig(out=out, preset="debug", vocab_size=400, sample_lines=1500, epochs=1,

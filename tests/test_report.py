@@ -158,8 +158,13 @@ def test_bad_inputs_are_one_line_errors(study, tmp_path, monkeypatch):
     garbled = tmp_path / "garbled"
     garbled.mkdir()
     (garbled / "run.json").write_text("{not json")
-    assert_user_error(run_cli("report", garbled, "--out", out), "cannot read")
+    r = run_cli("report", garbled, "--out", out)
+    assert_user_error(r, "none of the given run dirs could be read")
+    assert "skipped" in r.stdout and "run.json is unreadable" in r.stdout  # the bad run is named
     assert not out.exists()  # nothing written before the inputs are checked
+    r = run_cli("report", study["students"][0], garbled, "--out", out)  # several runs: the bad one is skipped
+    assert r.exit_code == 0 and "skipped" in r.stdout, r.stdout + r.stderr
+    shutil.rmtree(out)
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "keep.txt").write_text("mine")
     assert_user_error(run_cli("report", study["students"][0], "--out", tmp_path / "taken"), "already exists")
@@ -174,7 +179,7 @@ def test_bad_inputs_are_one_line_errors(study, tmp_path, monkeypatch):
 
 
 def test_match_by_path_tail(study):
-    from bl2.report_inputs import collect_runs, match_dir
+    from bl2.workflows.report.inputs import collect_runs, match_dir
 
     models = collect_runs([str(study["runs"])], {})
     assert match_dir("runs/student1", models) == str(study["students"][1].resolve())
@@ -183,7 +188,7 @@ def test_match_by_path_tail(study):
 
 
 def test_train_time_adds_the_segments_of_a_resumed_run():
-    from bl2.report_inputs import train_seconds
+    from bl2.workflows.report.inputs import train_seconds
 
     rows = [{"kind": "train", "step": 2, "elapsed_s": 4.0}, {"kind": "train", "step": 4, "elapsed_s": 10.0},
             {"kind": "event", "event": "resume", "step": 4}, {"kind": "train", "step": 6, "elapsed_s": 5.0},

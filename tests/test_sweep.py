@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 from conftest import assert_user_error, make_debug_model, run_cli
 
-from bl2 import metrics
 from bl2.distill.config import TrainConfig
 from bl2.errors import UserError
+from bl2.runs import metrics
 
 pytest.importorskip("optuna")
 
@@ -33,14 +33,14 @@ def base_cfg(**kw) -> TrainConfig:
 
 
 def teacher_sweep(study: Path, space: Path, data_dir: Path, trials: int, **kw) -> dict:
-    from bl2.sweep import SweepConfig, run_sweep
+    from bl2.workflows.sweep.worker import SweepConfig, run_sweep
 
     return run_sweep(SweepConfig(kind="teachers", study=study, space=space, trials=trials, base=base_cfg(),
                                  data=str(data_dir), eta=3, min_resource=6, device="cpu", **kw))
 
 
 def finished_trials(study: Path) -> list:
-    from bl2.sweep import load_study
+    from bl2.workflows.sweep.worker import load_study
 
     return load_study(study)[1].get_trials(deepcopy=False)
 
@@ -60,8 +60,8 @@ def study(tmp_path_factory, data_dir) -> Path:
 
 
 def test_six_trials_prune_and_keep_the_best(study, data_dir):
-    from bl2.sweep import load_study
-    from bl2.sweep_results import trial_rows
+    from bl2.workflows.sweep.results import trial_rows
+    from bl2.workflows.sweep.worker import load_study
 
     rows = trial_rows(load_study(study)[1])
     states = [r["state"] for r in rows]
@@ -96,7 +96,7 @@ def test_rerun_with_other_settings_is_refused(study, data_dir, tmp_path):
 
 
 def test_status_and_confirm(study, monkeypatch):
-    from bl2.sweep_results import confirm
+    from bl2.workflows.sweep.results import confirm
 
     result = confirm(study, seeds=2, device="cpu")
     assert [v["seed"] for v in result["seeds"]] == [1, 2] and result["trial"] == json.loads(
@@ -197,7 +197,7 @@ def test_student_sweep_never_loads_a_teacher(tmp_path, cache, monkeypatch):
     import bl2.cache.reader as reader
     import bl2.model.ensemble as ensemble
     import bl2.model.io as io
-    from bl2.sweep import SweepConfig, run_sweep
+    from bl2.workflows.sweep.worker import SweepConfig, run_sweep
 
     def refuse(*a, **k):
         raise AssertionError("a student sweep loaded a teacher")
@@ -251,7 +251,7 @@ def test_space_refusals(tmp_path, data_dir, text, fragment):
 
 
 def test_shipped_spaces_load():
-    from bl2.sweep_space import load_space
+    from bl2.workflows.sweep.space import load_space
 
     root = Path(__file__).resolve().parents[1] / "sweeps"
     teacher = load_space(root / "teacher.yaml", TrainConfig(preset="tiny"), students=False)

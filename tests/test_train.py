@@ -10,10 +10,10 @@ import pytest
 import torch
 from conftest import assert_user_error, run_cli, run_with_crash
 
-from bl2 import metrics
 from bl2.distill import checkpoint
 from bl2.distill.config import TrainConfig
 from bl2.distill.run import pretrain
+from bl2.runs import metrics
 
 GOLDEN = Path(__file__).parent / "assets" / "golden_debug_losses.json"
 

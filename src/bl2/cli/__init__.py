@@ -156,7 +156,7 @@ def distill(
     """Train a student on alpha * CE + (1 - alpha) * T^2 * KL(teachers || student), from a cache or live."""
     use_storage_options(storage_options)
     from bl2.distill.run import distill as run
-    from bl2.distill.words import parse_count
+    from bl2.runs.marks import parse_count
 
     cfg = train_config(preset, config, locals(), alpha=alpha, temperature=temperature,
                        kl_reduction=kl_reduction, shuffle_buffer=shuffle_buffer)
@@ -231,8 +231,8 @@ def budget(
 ):
     """The BabyLM budget ledger: words each teacher was trained on, the run's own words seen, and the total in
     epoch-equivalents of the corpus (BabyLM caps training at 10 and counts the teachers' training text)."""
-    from bl2.budget import budget as run
-    from bl2.distill.words import parse_count
+    from bl2.runs.budget import budget as run
+    from bl2.runs.marks import parse_count
 
     if not run(run_dir, cap, parse_count(corpus_words, "--corpus-words") if corpus_words else None):
         raise typer.Exit(1)
@@ -259,8 +259,8 @@ def quickstart(
 ):
     """Run the whole pipeline (prepare, 2 teachers, cache, student, eval) on the built-in sample corpus:
     no download, no GPU, a few minutes on a laptop CPU. With --corpus/--dev/--blimp-dir, on real data."""
-    from bl2.quickstart import QuickstartConfig
-    from bl2.quickstart import quickstart as run
+    from bl2.workflows.quickstart import QuickstartConfig
+    from bl2.workflows.quickstart import quickstart as run
 
     if vocab_size is None:
         vocab_size = 2000 if corpus is None else 16000
@@ -292,8 +292,8 @@ def report(
     """The paper's figures and tables from run dirs, evaluations, caches and sweeps: OUT/report.md with training
     curves, every metric by group (Figure 1), BLiMP against validation CE (Figure 2), cache diagnostics and a
     results table. Needs matplotlib (the `report` extra of bl2)."""
-    from bl2.report import ReportConfig, parse_pairs
-    from bl2.report import report as run
+    from bl2.workflows.report.build import ReportConfig, parse_pairs
+    from bl2.workflows.report.build import report as run
 
     run(ReportConfig(runs=runs, out=out, evals=evals or [], caches=cache or [],
                      labels=parse_pairs(label or [], "--label"), groups=parse_pairs(group or [], "--group"),

@@ -86,7 +86,7 @@ def eval_loss(
     report = evaluate_loss(split_list(models), data, split=split, batch_size=batch_size, device=device,
                            seq_len=seq_len, out=out, overwrite=overwrite)
     if out is not None:
-        from bl2.distill.card import record_loss
+        from bl2.runs.card import record_loss
 
         record_loss(report, out)
 
@@ -128,7 +128,7 @@ def eval_blimp(
                              device=pick_device(device), out=out, log_samples=log_samples, overwrite=overwrite,
                              members=members)
     if out is not None:
-        from bl2.distill.card import record_blimp
+        from bl2.runs.card import record_blimp
 
         record_blimp(results, out, limit)
 

@@ -45,7 +45,7 @@ HeartbeatOpt = Annotated[float, typer.Option(help="Seconds between a running tri
 
 
 def _sweep(kind: str, cfg, options: dict, **paths) -> None:
-    from bl2.sweep import SweepConfig, run_sweep
+    from bl2.workflows.sweep.worker import SweepConfig, run_sweep
 
     run_sweep(SweepConfig(kind=kind, study=options["study"], space=options["space"], trials=options["trials"],
                           base=cfg, storage=options["storage"], study_name=options["study_name"],
@@ -143,7 +143,7 @@ def sweep_status(
     """Table of a study's trials: parameters, val CE, state (complete / pruned / failed / running), the best."""
     import json
 
-    from bl2.sweep_results import sweep_status as run
+    from bl2.workflows.sweep.results import sweep_status as run
 
     result = run(study, storage)
     if out is not None:
@@ -160,7 +160,7 @@ def sweep_confirm(
 ):
     """Re-train the best complete trial's configuration from new seeds; prints their val CE (mean ± sd) against
     the sweep's value and writes STUDY/confirm.json. Rerun to resume."""
-    from bl2.sweep_results import confirm
+    from bl2.workflows.sweep.results import confirm
 
     confirm(study, seeds=seeds, device=device, storage=storage)
 

@@ -8,9 +8,9 @@ import typing
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from bl2.distill.words import parse_marks
 from bl2.errors import UserError, require
 from bl2.model.presets import PRESETS, SEQ_LEN, TRAIN_DEFAULTS
+from bl2.runs.marks import parse_marks
 
 KL_REDUCTIONS = ("sequence", "token")
 LR_SCHEDULES = ("cosine", "linear", "constant")

@@ -17,9 +17,9 @@ import numpy as np
 
 from bl2 import storage
 from bl2.distill.config import TrainConfig
-from bl2.distill.ledger import budget_info
 from bl2.distill.objective import LiveTargets, LossSpec, Objective
 from bl2.errors import UserError, require
+from bl2.runs.ledger import budget_info
 from bl2.storage import display
 
 
@@ -96,8 +96,8 @@ def cache_job(cfg: TrainConfig, cache, data: str | None = None, cache_in_memory:
     `cache` is a location or an already opened `OpenedCache` (a process training many students decodes the
     cache once and hands it to every job). teacher_words: the teachers' training words where their run.json
     cannot tell (the budget ledger)."""
+    from bl2.cache.loader import CacheWindows, OpenedCache, open_cache
     from bl2.data.store import TokenStore
-    from bl2.distill.cache_source import CacheWindows, OpenedCache, open_cache
     from bl2.progress import console
 
     opened = cache if isinstance(cache, OpenedCache) else open_cache(str(cache), cache_in_memory)

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 
 import torch
 
+from bl2.data.batch import Batch
 from bl2.distill import losses
 from bl2.distill.config import KL_REDUCTIONS
 from bl2.distill.fused import FusedLinearLoss
-from bl2.distill.sources import Batch
 from bl2.errors import require
 
 MODES = ("full", "topk", "sample", "hybrid")

@@ -1,6 +1,6 @@
 """Run dirs. A run dir is itself the final Hugging Face model dir (config.json, model.safetensors and the
 tokenizer files at its root) and also holds run.json (resolved config, data/teacher identity, versions,
-device, git sha), metrics.jsonl (rows of `bl2.metrics`) and checkpoints/.
+device, git sha), metrics.jsonl (rows of `bl2.runs.metrics`) and checkpoints/.
 
 The rules for --out: a new (or empty) dir starts a run; an existing bl2 run dir (it has run.json) needs
 --resume (same identity) or --overwrite (the only case where bl2 deletes a run dir); anything else is refused
@@ -15,12 +15,11 @@ import json
 import shutil
 from pathlib import Path
 
-from bl2 import metrics
 from bl2.distill import checkpoint
 from bl2.errors import UserError, require
+from bl2.runs import metrics, record
 from bl2.storage import local_path, require_writable_dir
 
-RUN_JSON = "run.json"
 METRICS = metrics.FILENAME
 
 
@@ -30,13 +29,16 @@ def preflight(path: str | Path, resume: bool, overwrite: bool) -> Path:
     require(not (resume and overwrite), "--resume and --overwrite exclude each other")
     require(not path.exists() or path.is_dir(), f"--out {path} is a file, not a run dir")
     is_new = not path.exists() or not any(path.iterdir())  # an empty dir is new
-    is_run = (path / RUN_JSON).is_file()
     if resume:
         require(not is_new, f"--resume: nothing to resume at {path}; drop --resume to start a new run")
-        require(is_run, f"--resume: {path} is not a bl2 run dir (no {RUN_JSON})")
+        record.read(path)  # a one-line error unless it is a bl2 run dir
     elif not is_new:
         require(overwrite, f"{path} already exists; pass --resume to continue it or --overwrite to replace it")
-        require(is_run, f"{path} is not a bl2 run dir (no {RUN_JSON}); refusing to overwrite it")
+        require(record.is_run_dir(path), f"{path} is not a bl2 run dir (no {record.RUN_JSON} that bl2 wrote); "
+                "refusing to overwrite it")
+        foreign = record.foreign_entries(path)
+        require(not foreign, f"{path} holds files bl2 did not write ({', '.join(foreign[:3])}"
+                + (", ..." if len(foreign) > 3 else "") + "); refusing to overwrite it: move them away first")
     require_writable_dir(path, "run dir")
     return path
 
@@ -73,7 +75,7 @@ class RunDir:
         self.path = preflight(path, resume, overwrite)  # again: the lock is held now
         if resume:
             self._check_identity()
-        elif (self.path / RUN_JSON).is_file():  # --overwrite of a bl2 run dir (checked above)
+        elif record.is_run_dir(self.path):  # --overwrite of a bl2 run dir holding only bl2's files (checked above)
             shutil.rmtree(self.path)
         self.path.mkdir(parents=True, exist_ok=True)
 
@@ -82,12 +84,9 @@ class RunDir:
         return self.path / METRICS
 
     def _check_identity(self) -> None:
-        try:
-            saved = json.loads((self.path / RUN_JSON).read_text())
-        except (OSError, ValueError) as e:
-            raise UserError(f"--resume: {self.path / RUN_JSON} is unreadable ({str(e).splitlines()[0]})") from None
-        require(isinstance(saved, dict) and isinstance(saved.get("identity"), dict),
-                f"--resume: {self.path / RUN_JSON} has no run identity: not a run dir bl2 can continue")
+        saved = record.read(self.path)
+        require(isinstance(saved.get("identity"), dict),
+                f"--resume: {record.path_of(self.path)} has no run identity: not a run dir bl2 can continue")
         diff = sorted(_diff(saved["identity"], json.loads(json.dumps(self.identity))))
         if diff:
             raise UserError(f"--resume: {self.path} was made with a different configuration ({', '.join(diff[:6])})")
@@ -97,9 +96,8 @@ class RunDir:
 
     def write_run_json(self, extra: dict) -> None:
         """Written once, when the run starts; a resumed run keeps the original (resumes go to metrics.jsonl)."""
-        target = self.path / RUN_JSON
-        if self.writer and not target.exists():
-            target.write_text(json.dumps({"identity": self.identity, **extra}, indent=2, default=str))
+        if self.writer and not record.path_of(self.path).exists():
+            record.create(self.path, {"identity": self.identity, **extra})
 
     def log(self, row: dict) -> dict:
         return metrics.append(self.metrics_path, row) if self.writer else row
@@ -109,8 +107,8 @@ class RunDir:
         metrics.truncate_after(self.metrics_path, step)
 
     def save_final(self, model) -> None:
-        from bl2.distill.card import write_card
         from bl2.model.io import save_model_dir
+        from bl2.runs.card import write_card
 
         save_model_dir(model, self.path, self.tokenizer_dir)
         write_card(self.path)  # README.md: the Hugging Face model card

@@ -11,38 +11,14 @@ from __future__ import annotations
 
 import queue
 import threading
-from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
 from bl2.cache.schema import SHARD_WINDOWS
-from bl2.data.windows import gather_windows as gather_uint16
-from bl2.distill.order import epoch_order, rank_rows, rng_for
+from bl2.data.batch import Batch
+from bl2.data.order import epoch_order, rank_rows, rng_for
+from bl2.data.windows import gather_windows
 from bl2.errors import require
-
-
-@dataclass
-class Batch:
-    """input_ids [B, L+1] (inputs are [:, :-1], labels [:, 1:]) and, from a cache, target arrays [B, L, ..]."""
-
-    input_ids: torch.Tensor
-    targets: dict[str, torch.Tensor] = field(default_factory=dict)
-
-    def split(self, n: int) -> list[Batch]:
-        """n equal micro-batches (gradient accumulation)."""
-        ids = self.input_ids.chunk(n)
-        parts = {k: v.chunk(n) for k, v in self.targets.items()}
-        return [Batch(ids[i], {k: v[i] for k, v in parts.items()}) for i in range(n)]
-
-    def to(self, device: str) -> Batch:
-        return Batch(self.input_ids.to(device, non_blocking=True),
-                     {k: v.to(device, non_blocking=True) for k, v in self.targets.items()})
-
-
-def gather_windows(tokens: np.ndarray, starts: np.ndarray, seq_len: int) -> torch.Tensor:
-    """[len(starts), L+1] int64 windows (the cache's windows, as the model's input type)."""
-    return torch.from_numpy(gather_uint16(tokens, starts, seq_len).astype(np.int64))
 
 
 class RandomOffsetWindows:
@@ -65,7 +41,8 @@ class RandomOffsetWindows:
     def batch(self, epoch: int, index: int, batch_size: int) -> Batch:
         order, offsets = self._plan(epoch)
         rows = rank_rows(order[index * batch_size : (index + 1) * batch_size], self.rank, self.world_size)
-        return Batch(gather_windows(self.tokens, rows * self.seq_len + offsets[rows], self.seq_len))
+        return Batch.of_arrays({"input_ids": gather_windows(self.tokens, rows * self.seq_len + offsets[rows],
+                                                             self.seq_len)})
 
 
 class FixedWindows:
@@ -85,7 +62,7 @@ class FixedWindows:
             self._order, self._epoch = epoch_order(self.n_windows, self.seed, epoch, SHARD_WINDOWS, self.buffer), epoch
         rows = rank_rows(self._order[index * batch_size : (index + 1) * batch_size], self.rank, self.world_size)
         offset = self.offsets[epoch % len(self.offsets)]
-        return Batch(gather_windows(self.tokens, offset + rows * self.seq_len, self.seq_len))
+        return Batch.of_arrays({"input_ids": gather_windows(self.tokens, offset + rows * self.seq_len, self.seq_len)})
 
 
 class Prefetcher:

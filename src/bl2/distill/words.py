@@ -1,70 +1,23 @@
-"""Words seen and word-count checkpoints (the BabyLM 2025/2026 conventions).
+"""Words seen by a training run and its word-count checkpoints (marks: bl2.runs.marks).
 
 Every optimizer step consumes `batch_size x seq_len` predicted tokens (the global batch); words seen = tokens
-seen x the words per token of the split the windows come from (`TokenStore.words_per_token`). BabyLM counts
-words with repetition (a second epoch counts again) and asks for checkpoints every 1M words up to 10M, every
-10M up to 100M and (tracks other than strict-small) every 100M up to 1000M, named `chck_1M`, ..., `chck_10M`,
-`chck_20M`, ..., `chck_1000M`: the revision names of the 2025 evaluation pipeline (babylm/evaluation-pipeline-2025,
-README "Submission Requirements" and eval_zero_shot_fast_all_revisions.sh). `--word-checkpoints babylm` is that
-list; marks a run never reaches are simply not written.
+seen x the words per token of the split the windows come from (`TokenStore.words_per_token`).
 
 The training loop calls a `WordClock`: `seen(step)` for its metrics rows, `after_step(step, model)` once per
 optimizer step (it saves a Hugging Face model dir, RUN/word-checkpoints/chck_1M/, for every mark the step
 passes: the weights of that step, bit-exact again after a resume), and `finish(summary)` at the end (run.json's
-`summary`). The marks do not change the weights, so they are not part of a run's identity.
+`summary`, and a line saying which marks were written and which the run never reached). The marks do not change
+the weights, so they are not part of a run's identity.
 """
 
 from __future__ import annotations
 
 import json
-import re
 import shutil
 from pathlib import Path
 
-from bl2.errors import UserError, require
+from bl2.runs.marks import MARKS_FILE, WORD_DIR, mark_name, parse_marks
 from bl2.storage import write_text_atomic
-
-WORD_DIR = "word-checkpoints"
-MARKS_FILE = "words.json"  # inside each mark dir: the step, tokens and words at which it was saved
-UNITS = {"": 1, "K": 10**3, "M": 10**6}
-BABYLM_MARKS = tuple([m * 10**6 for m in range(1, 10)] + [m * 10**6 for m in range(10, 101, 10)]
-                     + [m * 10**6 for m in range(200, 1001, 100)])
-
-
-def parse_count(text: str, what: str = "a word count") -> int:
-    """'1M' -> 1000000, '500K' -> 500000, '2.5M' -> 2500000, '1234' -> 1234; UserError otherwise."""
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kKmM]?)\s*", str(text))
-    require(m is not None, f"{what}: expected a count like 1M, 500K or 1234, got {text!r}")
-    value = float(m.group(1)) * UNITS[m.group(2).upper()]
-    require(value >= 1 and value == int(value), f"{what}: {text!r} is not a positive whole number of words")
-    return int(value)
-
-
-def parse_marks(spec) -> tuple[int, ...]:
-    """`babylm` or a list like `1M,2M,...` (a string or a YAML list) -> sorted distinct word counts."""
-    if spec is None:
-        return ()
-    items = spec if isinstance(spec, (list, tuple)) else str(spec).split(",")
-    items = [str(i).strip() for i in items if str(i).strip()]
-    require(bool(items), "--word-checkpoints: give `babylm` or a list of word counts like 1M,2M,5M")
-    if [i.lower() for i in items] == ["babylm"]:
-        return BABYLM_MARKS
-    return tuple(sorted({parse_count(i, "--word-checkpoints") for i in items}))
-
-
-def mark_name(words: int) -> str:
-    """chck_1M, chck_20M, chck_500K, chck_1500K, chck_1234: the pipeline's `chck_{N}M` where N is whole."""
-    for unit in ("M", "K"):
-        if words % UNITS[unit] == 0:
-            return f"chck_{words // UNITS[unit]}{unit}"
-    return f"chck_{words}"
-
-
-def mark_dirs(run_dir: Path) -> list[Path]:
-    """The finished word-count checkpoints of a run dir, in order of words."""
-    root = Path(run_dir) / WORD_DIR
-    dirs = [d for d in root.iterdir() if (d / MARKS_FILE).is_file()] if root.is_dir() else []
-    return sorted(dirs, key=lambda d: json.loads((d / MARKS_FILE).read_text())["words"])
 
 
 class WordClock:
@@ -117,20 +70,25 @@ class WordClock:
 
     def finish(self, summary: dict) -> dict:
         """Add words and tokens seen to the run's summary and record it in run.json (`summary`)."""
-        from bl2.distill.ledger import run_summary
+        from bl2.runs import record
+        from bl2.runs.ledger import run_summary
 
         out = run_summary(summary, self.seen(summary["step"]), self.run_dir)
         if self.writer:
-            record_summary(self.run_dir, out)
+            record.update(self.run_dir, summary={k: v for k, v in out.items() if k not in ("kind", "time")})
+            self.say_marks(summary["step"])
         return out
 
+    def say_marks(self, step: int) -> None:
+        """Which marks the run wrote and which it never reached (a short run must not skip them silently)."""
+        from bl2.progress import console
 
-def record_summary(run_dir: Path, summary: dict) -> None:
-    """run.json is written when the run starts; its `summary` is added (or replaced) when it ends."""
-    path = Path(run_dir) / "run.json"
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise UserError(f"cannot update {path}: {e}") from None
-    summary = {k: v for k, v in summary.items() if k not in ("kind", "time")}
-    write_text_atomic(path, json.dumps(doc | {"summary": summary}, indent=2, default=str))
+        if not self.marks:
+            return
+        words = self.words(step)
+        written = [mark_name(m) for m in self.marks if m <= words]
+        missed = [mark_name(m) for m in self.marks if m > words]
+        console.print(f"word checkpoints: {len(written)} written" + (f" ({', '.join(written)})" if written else "")
+                      + (f"; {len(missed)} not reached (the run ended at {round(words):,} words): "
+                         + (", ".join(missed) if len(missed) <= 4 else f"{missed[0]} .. {missed[-1]}")
+                         if missed else ""))

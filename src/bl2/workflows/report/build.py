@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bl2.errors import require
-from bl2.report_inputs import Model, blimp_points, finite, metric_names
+from bl2.workflows.report.inputs import Model, blimp_points, finite, metric_names
 
 EXTRA_HINT = "pip install 'bl2[report]'"
 BLIMP_PREFIX = "BLiMP "
@@ -75,8 +75,8 @@ def report(cfg: ReportConfig) -> Path:
     """Collect and check every input, then write the report; returns the path of report.md."""
     from bl2.locks import hold
     from bl2.progress import console
-    from bl2.report_figures import draw_all
-    from bl2.report_inputs import attach_evals, collect_runs, fill_val_ce, find_eval_docs, ordered, read_cache
+    from bl2.workflows.report.figures import draw_all
+    from bl2.workflows.report.inputs import attach_evals, collect_runs, fill_val_ce, find_eval_docs, ordered, read_cache
 
     require_matplotlib()
     models = collect_runs(cfg.runs, cfg.labels, cfg.groups)

@@ -34,19 +34,26 @@ def append(path: str | Path, row: dict) -> dict:
 
 def read(path: str | Path, kind: str | None = None) -> list[dict]:
     """All rows (or those of one kind), in file order; [] when the file does not exist. A torn last line
-    (a crash mid-write) is skipped."""
+    (a crash mid-write) is skipped; a file that is not text is a one-line UserError naming it."""
+    from bl2.errors import UserError
+
     path = Path(path)
     if not path.is_file():
         return []
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is not a metrics file (not UTF-8 text)") from None
     rows = []
-    for line in path.read_text().splitlines():
+    for line in text.splitlines():
         if not line.strip():
             continue
         try:
             row = json.loads(line)
         except json.JSONDecodeError:
             continue
-        rows.append(row)
+        if isinstance(row, dict):
+            rows.append(row)
     return rows if kind is None else of_kind(rows, kind)
 
 

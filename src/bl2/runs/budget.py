@@ -3,7 +3,7 @@ epochs over the word budget and counts the text that helper models (teachers) we
 lists the words each teacher was trained on (its own teachers included) and the run's own words seen, and
 expresses the total in epoch-equivalents of the corpus (train + val words of the DATA dir, or --corpus-words).
 
-What the run recorded is used (run.json `budget` and `summary`, see distill/ledger.py); a run still in progress
+What the run recorded is used (run.json `budget` and `summary`, see runs/ledger.py); a run still in progress
 is counted from its metrics, and a distilled run older than the ledger from its teachers' run dirs now.
 """
 
@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bl2.distill.ledger import read_run_json, recorded_words, teacher_budgets
 from bl2.errors import require
+from bl2.runs import record
+from bl2.runs.ledger import recorded_words, teacher_budgets
 
 
 def _teachers_of(doc: dict) -> list[str]:
@@ -23,8 +24,8 @@ def _teachers_of(doc: dict) -> list[str]:
 
 def _corpus_words(doc: dict) -> int | None:
     from bl2.data.store import TokenStore
-    from bl2.distill.ledger import corpus_words
     from bl2.errors import UserError
+    from bl2.runs.ledger import corpus_words
 
     data_dir = (doc.get("paths") or {}).get("data") or (doc.get("identity", {}).get("data") or {}).get("dir")
     try:
@@ -36,8 +37,7 @@ def _corpus_words(doc: dict) -> int | None:
 def ledger(run_dir, corpus_words: int | None = None) -> dict:
     """Rows (each teacher, then the run itself) with words and epoch-equivalents, and the total."""
     run_dir = Path(run_dir)
-    doc = read_run_json(run_dir)
-    require(doc is not None, f"{run_dir} is not a bl2 run dir (no readable run.json)")
+    doc = record.read(run_dir)
     budget = doc.get("budget")
     teachers = budget["teachers"] if budget is not None else teacher_budgets(_teachers_of(doc))
     corpus = corpus_words or (budget or {}).get("corpus_words") or _corpus_words(doc)

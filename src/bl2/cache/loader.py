@@ -16,11 +16,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from bl2.cache.schema import SHARD_WINDOWS
-from bl2.distill.order import epoch_order, rank_rows
-from bl2.distill.sources import Batch
+from bl2.data.batch import Batch
+from bl2.data.order import epoch_order, rank_rows
 from bl2.errors import require
 
 READ_AHEAD = 4  # batches whose blocks are requested before they are needed (streaming)
@@ -42,16 +41,6 @@ def decide_in_memory(choice: str, nbytes: int, budget_fraction: float = 0.5) -> 
     if choice == "auto":
         return nbytes <= budget_fraction * available_ram()
     return choice == "yes"
-
-
-def to_torch(arrays: dict[str, np.ndarray]) -> Batch:
-    """uint16 ids become int64 (index tensors); values keep their stored dtype and are upcast in the loss."""
-    targets = {}
-    for name, a in arrays.items():
-        if name == "input_ids":
-            continue
-        targets[name] = torch.from_numpy(a.astype(np.int64) if a.dtype == np.uint16 else np.ascontiguousarray(a))
-    return Batch(torch.from_numpy(arrays["input_ids"].astype(np.int64)), targets)
 
 
 @dataclass
@@ -107,7 +96,7 @@ class CacheWindows:
     def batch(self, epoch: int, index: int, batch_size: int) -> Batch:
         rows = self.rows(epoch, index, batch_size)
         if self.data is not None:
-            return to_torch({name: a[rows] for name, a in self.data.items()})
+            return Batch.of_arrays({name: a[rows] for name, a in self.data.items()})
         blocks = rows // BLOCK
         needed = [int(b) for b in np.unique(blocks)]
         for b in needed:  # everything this batch needs, concurrently
@@ -115,7 +104,7 @@ class CacheWindows:
         self._read_ahead(epoch, index, batch_size)
         parts = {b: self._block(b) for b in needed}
         names = next(iter(parts.values())).keys()
-        return to_torch({n: np.stack([parts[int(b)][n][r - b * BLOCK] for r, b in zip(rows, blocks)])
+        return Batch.of_arrays({n: np.stack([parts[int(b)][n][r - b * BLOCK] for r, b in zip(rows, blocks)])
                          for n in names})
 
     def _read_ahead(self, epoch: int, index: int, batch_size: int) -> None:

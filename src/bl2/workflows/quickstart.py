@@ -165,7 +165,7 @@ def _blimp(cfg: QuickstartConfig, teachers: list[Path], student: Path, blimp_dir
 
 def _make_report(out: Path, runs: list[Path], cache: Path) -> None:
     from bl2.progress import console
-    from bl2.report import EXTRA_HINT, ReportConfig, report
+    from bl2.workflows.report.build import EXTRA_HINT, ReportConfig, report
 
     if importlib.util.find_spec("matplotlib") is None:
         console.print(f"[yellow]report skipped:[/] matplotlib is not installed ({EXTRA_HINT})")

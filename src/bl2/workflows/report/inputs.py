@@ -9,11 +9,12 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bl2 import metrics
 from bl2.errors import UserError, require
+from bl2.progress import console
+from bl2.runs import metrics, record
 from bl2.storage import local_path
 
-RUN_JSON = "run.json"  # the run dir's record (bl2.distill.rundir; not imported: it would pull in torch)
+RUN_JSON = record.RUN_JSON
 SUITES = {"blimp_filtered": "BLiMP filtered", "supplement_filtered": "BLiMP supplement"}
 SPLIT_ORDER = ("test", "val", "train")
 
@@ -61,21 +62,8 @@ def find_run_dirs(args: list[str]) -> list[Path]:
     return list(found.values())
 
 
-def read_json(path: Path) -> dict:
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise UserError(f"cannot read {path}: {str(e).splitlines()[0]}") from None
-    require(isinstance(doc, dict), f"{path} is not a JSON object")
-    return doc
-
-
-def load_run(path: Path) -> tuple[Model, dict]:
-    """The run's Model (role filled in later) and its run.json."""
-    info = read_json(path / RUN_JSON)
-    command = (info.get("identity") or {}).get("command")
-    require(command in ("pretrain", "distill", "distill-online"),
-            f"{path / RUN_JSON} has no bl2 command (identity.command); is it a bl2 run dir?")
+def load_run(path: Path, info: dict) -> tuple[Model, dict]:
+    """The run's Model (role filled in later) and its run.json (`info`, read by bl2.runs.record)."""
     cfg = info.get("config") or {}
     rows = metrics.read(path / metrics.FILENAME)  # read once: a report may load dozens of sweep trials
     train, val = metrics.of_kind(rows, "train"), metrics.of_kind(rows, "val")
@@ -170,7 +158,13 @@ def is_teacher(model: Model, paths: set[str], shas: set[str]) -> bool:
 
 def collect_runs(args: list[str], labels: dict[str, str], groups: dict[str, str] | None = None) -> dict[str, Model]:
     """The run dirs of the arguments with their roles; --label and --group (DIR -> NAME) override."""
-    loaded = [load_run(p) for p in find_run_dirs(args)]
+    loaded = []
+    for path, info in record.read_many(find_run_dirs(args)):  # a bad run is skipped and named, not fatal
+        try:
+            loaded.append(load_run(path, info))
+        except UserError as e:
+            console.print(f"[yellow]warning:[/] skipped: {e}", soft_wrap=True)
+    require(bool(loaded), "none of the given run dirs could be read")
     paths, shas = teacher_refs([info for _, info in loaded])
     models = {}
     for model, info in loaded:

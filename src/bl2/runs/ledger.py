@@ -10,18 +10,10 @@ teacher's run.json, or `--teacher-words`); when it ends, run.json `summary` adds
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from bl2.errors import require
-
-
-def read_run_json(run_dir) -> dict | None:
-    path = Path(run_dir) / "run.json"
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
+from bl2.runs import record
 
 
 def corpus_words(store) -> int | None:
@@ -61,7 +53,7 @@ def recorded_words(run_dir) -> dict | None:
     """What a bl2 run dir says about the words it was trained on: its own `words_seen` and `total_words` (with
     its teachers'); None when it is not a bl2 run dir. Runs older than these fields are counted from their
     metrics and config (the words of their teachers, if any, then stay unknown)."""
-    doc = read_run_json(run_dir)
+    doc = record.find(run_dir)
     if doc is None:
         return None
     summary = doc.get("summary") or {}
@@ -77,7 +69,7 @@ def recorded_words(run_dir) -> dict | None:
 
 def words_from_metrics(run_dir, doc: dict) -> int | None:
     """Words seen by the last logged step: its `words_seen`, or steps x batch x seq_len x words per token."""
-    from bl2 import metrics
+    from bl2.runs import metrics
 
     rows = metrics.read(Path(run_dir) / metrics.FILENAME, "train")
     if not rows:
@@ -110,7 +102,7 @@ def teachers_total(teachers) -> int | None:
 
 def run_summary(summary: dict, seen: dict, run_dir) -> dict:
     """The end-of-run summary with words: own words seen, total with the teachers', epoch-equivalents."""
-    budget = (read_run_json(run_dir) or {}).get("budget") or {}
+    budget = record.read(run_dir).get("budget") or {}
     out = summary | seen
     teachers = teachers_total(budget.get("teachers"))
     if seen.get("words_seen") is not None:

@@ -14,7 +14,7 @@ import statistics
 from pathlib import Path
 
 from bl2.errors import UserError, require
-from bl2.sweep import best_trial, counts, fmt_value, load_study, trial_dir
+from bl2.workflows.sweep.worker import best_trial, counts, fmt_value, load_study, trial_dir
 
 CONFIRM_JSON = "confirm.json"
 STATES = {"FAIL": "failed"}  # Optuna's state names, lower case, with this one spelt as the counts spell it
@@ -67,19 +67,17 @@ def sweep_status(study_dir: Path, storage: str | None = None) -> dict:
 def confirm(study_dir: Path, seeds: int = 3, device: str = "auto", storage: str | None = None) -> dict:
     """Re-train the best complete trial's configuration with `seeds` new seeds (trial seed + 1 .. + seeds);
     report their best val CE as mean ± sd against the sweep's value and write STUDY/confirm.json."""
-    from bl2 import metrics
     from bl2.distill.config import TrainConfig
     from bl2.distill.loop import train
     from bl2.progress import console
+    from bl2.runs import metrics, record
 
     require(seeds >= 1, f"--seeds must be >= 1, got {seeds}")
     study_dir = Path(study_dir)
     meta, study = load_study(study_dir, storage)
     best = best_trial(study)
     require(best is not None, f"study {meta['study_name']!r} has no complete trial yet")
-    run_json = trial_dir(study_dir, best.number) / "run.json"
-    require(run_json.is_file(), f"the best trial's run dir has no run.json: {run_json}")
-    cfg = TrainConfig(**json.loads(run_json.read_text())["config"])
+    cfg = TrainConfig(**record.read(trial_dir(study_dir, best.number))["config"])
     make_job = _job_maker(meta)
     kind = meta["settings"]["kind"]
     values = []
@@ -121,7 +119,7 @@ def _job_maker(meta: dict):
     s = meta["settings"]
     if s["kind"] == "teachers":
         return lambda c: pretrain_job(c, s["data"])
-    from bl2.distill.cache_source import open_cache
+    from bl2.cache.loader import open_cache
 
     try:
         opened = open_cache(s["cache"], "yes")

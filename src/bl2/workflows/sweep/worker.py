@@ -29,7 +29,7 @@ from pathlib import Path
 
 from bl2.distill.config import TrainConfig
 from bl2.errors import UserError, require
-from bl2.sweep_space import Space, load_space
+from bl2.workflows.sweep.space import Space, load_space
 
 KINDS = ("teachers", "students")
 STUDY_JSON = "study.json"
@@ -234,7 +234,7 @@ def _job_maker(cfg: SweepConfig, space: Space):
     if cfg.kind == "teachers":
         pretrain_job(cfg.base, cfg.data)  # fails now, not in every trial, when DATA is wrong
         return (lambda c: pretrain_job(c, cfg.data)), space
-    from bl2.distill.cache_source import open_cache
+    from bl2.cache.loader import open_cache
 
     opened = open_cache(cfg.cache, cfg.cache_in_memory)
     reader = opened.reader

@@ -14,8 +14,8 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bl2.distill.ledger import read_run_json
-from bl2.distill.words import mark_dirs
+from bl2.runs import record
+from bl2.runs.marks import mark_dirs
 from bl2.storage import write_text_atomic
 
 CARD = "README.md"
@@ -23,10 +23,6 @@ EVALS = "evals.json"
 LICENSE_HINT = "  # choose a license before publishing (e.g. apache-2.0)"
 CONFIG_ROWS = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
                "vocab_size", "max_position_embeddings", "tie_word_embeddings")
-
-
-def is_run_dir(path) -> bool:
-    return (Path(path) / "run.json").is_file()
 
 
 def _json(path: Path) -> dict:
@@ -166,7 +162,7 @@ def usage(run_dir: Path) -> list[str]:
 
 def card_text(run_dir) -> str:
     run_dir = Path(run_dir)
-    doc = read_run_json(run_dir) or {}
+    doc = record.read(run_dir)
     summary = doc.get("summary") or {}
     body = ["<!-- Written by bl2 from this run dir's records; rewritten when the run saves its final model and by "
             "`bl2 eval ... --out`. The license set in the header is kept. -->", "", f"# {run_dir.resolve().name}", "",
@@ -197,7 +193,7 @@ def record_blimp(results, out, limit: int | None = None) -> list[str]:
     """`bl2 eval blimp --out`: each evaluated bl2 run dir (a model or an ensemble member) gets its suite scores."""
     done = []
     for r in results:
-        if r.kind in ("model", "member") and is_run_dir(r.model_dirs[0]):
+        if r.kind in ("model", "member") and record.is_run_dir(r.model_dirs[0]):
             for suite, s in r.suites.items():
                 record_eval(r.model_dirs[0], "blimp", suite, {k: s.get(k) for k in ("score", "n_pairs", "n_subtasks",
                             "ties")} | {"limit": limit, "file": str(Path(out).resolve())})
@@ -209,7 +205,7 @@ def record_loss(report: dict, out) -> list[str]:
     """`bl2 eval loss --out`: each evaluated bl2 run dir gets its CE and perplexity on the split."""
     done = []
     for name in report["models"]:
-        if is_run_dir(name):
+        if record.is_run_dir(name):
             r = report["results"][name]
             record_eval(name, "loss", report["split"], {"ce": r["ce"], "ppl": r["ppl"], "n_tokens": report["n_tokens"],
                         "data_dir": str(report["data_dir"]), "file": str(Path(out).resolve())})

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from bl2.report_inputs import Model, blimp_points, metric_names, unit
+from bl2.workflows.report.inputs import Model, blimp_points, metric_names, unit
 
 OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#000000", "#F0E442")
 MARKERS = ("o", "s", "D", "^", "v", "P", "X", "*")

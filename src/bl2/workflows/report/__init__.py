@@ -1,0 +1,1 @@
+"""`bl2 report`: what it reads (`inputs`), draws (`figures`) and writes (`build`)."""
