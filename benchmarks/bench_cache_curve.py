@@ -99,7 +99,7 @@ def teachers(out: Path, shared: Path) -> list[Path]:
         t = out / "runs" / f"teacher{seed}"
         if not done_run(t):
             locked([bl2(), "pretrain", "--data", str(data), "--out", str(t), "--seed", str(seed), "--preset", "tiny",
-                    "--epochs", str(TEACHER_EPOCHS), "--batch-size", "32", "--device", "cpu", "--log-every", "50",
+                    "--epochs", str(TEACHER_EPOCHS), "--batch-size", "32", "--device", "cpu", "--log-every-steps", "50",
                     *(["--resume"] if t.exists() else [])])
         dirs.append(t)
     return dirs
@@ -143,8 +143,8 @@ def students(out: Path, names: list[str], seed: int = STUDENT_SEED) -> None:
         if not done_run(run):
             locked([bl2(), "distill", "--cache", str(cache_path(out, name)), "--data", str(out / "data"),
                     "--out", str(run), "--seed", str(seed), "--preset", "tiny", "--epochs", str(STUDENT_EPOCHS),
-                    "--warmup", str(STUDENT_WARMUP),
-                    "--batch-size", "32", "--device", "cpu", "--log-every", "50", "--alpha", "0.5",
+                    "--warmup-steps", str(STUDENT_WARMUP),
+                    "--batch-size", "32", "--device", "cpu", "--log-every-steps", "50", "--alpha", "0.5",
                     "--temperature", "1", *(["--resume"] if run.exists() else [])])
         ev = out / "eval" / f"loss_{run.name}.json"
         if not ev.exists():

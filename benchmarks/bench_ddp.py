@@ -28,8 +28,8 @@ def run_config(args, nproc: int, workdir: Path) -> dict:
     env = os.environ | {"OMP_NUM_THREADS": str(max(1, cores // nproc))}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc), "-m", "bl2",
            "pretrain", "--data", str(args.data), "--preset", args.preset, "--out", str(out), "--max-steps",
-           str(args.steps), "--batch-size", str(args.batch_size), "--log-every", "1", "--warmup", "5",
-           "--ckpt-every", "100000", "--device", args.device]
+           str(args.steps), "--batch-size", str(args.batch_size), "--log-every-steps", "1", "--warmup-steps", "5",
+           "--ckpt-every-steps", "100000", "--device", args.device]
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=3600)
     if r.returncode != 0:
         sys.exit(f"nproc {nproc} failed:\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}")

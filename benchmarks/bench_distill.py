@@ -37,12 +37,12 @@ from pathlib import Path
 BASE = "hf-trainer-ce"
 
 
-def bench_cfg(args, alpha: float):
+def bench_cfg(args, alpha: float, cache_in_memory: str = "auto"):
     from bl2.distill.config import TrainConfig
 
     return TrainConfig(preset=args.preset, batch_size=args.batch_size, max_steps=args.warmup + args.steps,
-                       log_every=1, ckpt_every=10**6, eval_batch_size=8, alpha=alpha,
-                       shuffle_buffer=args.shuffle_buffer)
+                       log_every_steps=1, ckpt_every_steps=10**6, eval_batch_size=8, alpha=alpha,
+                       shuffle_buffer=args.shuffle_buffer, cache_in_memory=cache_in_memory)
 
 
 def hwm_mb() -> float | None:
@@ -70,7 +70,7 @@ def child_bl2(args, out: Path) -> tuple[list[float], float | None]:
     elif kind == "online":
         job = online_job(bench_cfg(args, 0.5), args.teachers.split(","), str(args.data), device=args.device)
     else:
-        job = cache_job(bench_cfg(args, 0.5), cache, str(args.data), "yes" if kind == "cache-ram" else "no")
+        job = cache_job(bench_cfg(args, 0.5, "yes" if kind == "cache-ram" else "no"), cache, str(args.data))
     peaks = []
     train(dataclasses.replace(job, val_windows=job.val_windows[:64]), str(out), overwrite=True, device=args.device,
           hooks=[lambda row: row["kind"] == "train" and peaks.append(hwm_mb())])
@@ -112,7 +112,7 @@ def child_trainer(args, out: Path) -> tuple[list[float], float | None]:
 
     model = build_model(cfg.preset, store.vocab_size, cfg.seq_len, cfg.seed)
     targs = TrainingArguments(output_dir=str(out), per_device_train_batch_size=cfg.batch_size,
-                              max_steps=cfg.max_steps, learning_rate=cfg.lr, warmup_steps=cfg.warmup,
+                              max_steps=cfg.max_steps, learning_rate=cfg.lr, warmup_steps=cfg.warmup_steps,
                               lr_scheduler_type="cosine", weight_decay=cfg.weight_decay, save_strategy="no",
                               report_to=[], logging_steps=10**6, disable_tqdm=True, seed=cfg.seed,
                               dataloader_num_workers=0, use_cpu=device == "cpu", bf16=device.startswith("cuda"))

@@ -19,7 +19,7 @@ SUBSET_WINDOWS=${SUBSET_WINDOWS:-1024}   # windows of the topk/sample/full compa
 BLIMP_LIMIT=(${BLIMP_LIMIT:+--limit "$BLIMP_LIMIT"})  # pairs per subtask (default: all; smoke runs: a few)
 BL2=${BL2:-.venv/bin/bl2}
 PY=${PY:-.venv/bin/python}
-TRAIN=(--preset "$PRESET" --epochs "$EPOCHS" --batch-size 32 --device cpu --log-every 25)
+TRAIN=(--preset "$PRESET" --epochs "$EPOCHS" --batch-size 32 --device cpu --log-every-steps 25)
 mkdir -p "$OUT"/{eval,runs}
 log() { printf '\n=== %s  %s\n' "$(date +%H:%M:%S)" "$*"; }
 done_run() { [ -f "$1/model.safetensors" ] && grep -q '"event": "done"' "$1/metrics.jsonl" 2>/dev/null; }

@@ -17,7 +17,7 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-experiments/out/seed_spread}
 BL2=${BL2:-.venv/bin/bl2}
 PY=${PY:-.venv/bin/python}
-TRAIN=(--preset tiny --epochs 12 --batch-size 32 --lr 3e-3 --log-every 25 --ckpt-every 10000 --device cpu)
+TRAIN=(--preset tiny --epochs 12 --batch-size 32 --lr 3e-3 --log-every-steps 25 --ckpt-every-steps 10000 --device cpu)
 mkdir -p "$OUT"/{eval,runs}
 log() { printf '\n=== %s  %s\n' "$(date +%H:%M:%S)" "$*"; }
 done_run() { [ -f "$1/model.safetensors" ] && grep -q '"event": "done"' "$1/metrics.jsonl" 2>/dev/null; }

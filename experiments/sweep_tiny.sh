@@ -21,7 +21,7 @@ EPOCHS=${EPOCHS:-12}
 VAL_EVERY=${VAL_EVERY:-18}   # about one epoch (18 steps of 32 windows): Hyperband's rungs
 BL2=${BL2:-.venv/bin/bl2}
 PY=${PY:-.venv/bin/python}
-FIXED=(--preset tiny --epochs "$EPOCHS" --batch-size 32 --device cpu --log-every 50)
+FIXED=(--preset tiny --epochs "$EPOCHS" --batch-size 32 --device cpu --log-every-steps 50)
 mkdir -p "$OUT"/{runs,eval}
 log() { printf '\n=== %s  %s\n' "$(date +%H:%M:%S)" "$*"; }
 done_run() { [ -f "$1/model.safetensors" ] && grep -q '"event": "done"' "$1/metrics.jsonl" 2>/dev/null; }
@@ -41,7 +41,7 @@ done_run "$B" || "$BL2" pretrain --data "$DATA" --out "$B" --lr 3e-3 --seed 0 "$
 
 log "sweep: $TRIALS trials"
 "$BL2" sweep teachers --data "$DATA" --space experiments/sweep_tiny.yaml --trials "$TRIALS" --study "$OUT/sweep" \
-  --val-every "$VAL_EVERY" "${FIXED[@]}" > "$OUT/sweep.log" 2>&1
+  --val-every-steps "$VAL_EVERY" "${FIXED[@]}" > "$OUT/sweep.log" 2>&1
 "$BL2" sweep status "$OUT/sweep" --out "$OUT/eval/status.json"
 
 log "confirm: the best configuration with $SEEDS new seeds"
@@ -57,7 +57,7 @@ from pathlib import Path
 out = Path(sys.argv[1])
 best = json.loads((out / "sweep" / "confirm.json").read_text())
 cfg = json.loads((out / "sweep" / "trials" / f"trial-{best['trial']:04d}" / "run.json").read_text())["config"]
-keep = ["lr", "lr_schedule", "betas", "eps", "warmup", "weight_decay", "grad_clip", "attention_dropout", "val_every"]
+keep = ["lr", "lr_schedule", "betas", "eps", "warmup_steps", "weight_decay", "grad_clip", "attention_dropout", "val_every_steps"]
 (out / "best.yaml").write_text("".join(f"{k}: {json.dumps(cfg[k])}\n" for k in keep))
 PYEOF
 "$BL2" cache-logits --data "$DATA" --teachers "$C-1,$C-2" --out "$OUT/cache.zarr" --k 64 --device cpu  # resumes; done: no-op

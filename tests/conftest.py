@@ -123,7 +123,8 @@ def worker_pids(out: Path) -> dict[int, int]:
             env = dict(kv.split(b"=", 1) for kv in (proc / "environ").read_bytes().split(b"\0") if b"=" in kv)
         except OSError:
             continue
-        if str(out).encode() in cmd and b"bl2" in cmd and b"RANK" in env and b"torch.distributed.run" not in cmd:
+        is_bl2 = any(b"bl2" in c for c in cmd[1:3])  # `-m bl2`, or a test driver of bl2 (drivers/)
+        if str(out).encode() in cmd and is_bl2 and b"RANK" in env and b"torch.distributed.run" not in cmd:
             found[int(env[b"RANK"])] = int(proc.name)
     return found
 
@@ -131,10 +132,21 @@ def worker_pids(out: Path) -> dict[int, int]:
 TORCHRUN_TIMEOUT = 240  # seconds a torchrun launch of a test may take
 
 
-def torchrun(*args: str, nproc: int = 2, extra_env: dict | None = None, wait: bool = True, launcher=None):
-    """`python -m torch.distributed.run ... -m bl2 ARGS` (standalone unless `launcher` gives rendezvous args)."""
+DRIVERS = Path(__file__).parent / "drivers"
+
+
+def slow_bl2(seconds: float) -> list[str]:
+    """The command (after `python`) of bl2 with every training metrics row followed by a sleep (drivers/)."""
+    return [str(DRIVERS / "slow_bl2.py"), str(seconds)]
+
+
+def torchrun(*args: str, nproc: int = 2, extra_env: dict | None = None, wait: bool = True, launcher=None,
+             slow: float | None = None):
+    """`python -m torch.distributed.run ... -m bl2 ARGS` (standalone unless `launcher` gives rendezvous args);
+    `slow`: seconds of sleep after every training metrics row (tests/drivers/slow_bl2.py)."""
     launch = launcher or ["--standalone"]
-    cmd = [sys.executable, "-m", "torch.distributed.run", *launch, "--nproc-per-node", str(nproc), "-m", "bl2",
+    entry = ["-m", "bl2"] if slow is None else slow_bl2(slow)
+    cmd = [sys.executable, "-m", "torch.distributed.run", *launch, "--nproc-per-node", str(nproc), *entry,
            *map(str, args)]
     env = os.environ | {"OMP_NUM_THREADS": "1", "BL2_DIST_TIMEOUT": "60"} | (extra_env or {})
     if not wait:

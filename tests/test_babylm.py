@@ -22,8 +22,8 @@ from bl2.errors import UserError
 from bl2.runs import metrics
 from bl2.runs.marks import BABYLM_MARKS, WORD_DIR, mark_name, parse_count, parse_marks
 
-BASE = dict(preset="debug", seed=0, batch_size=8, max_steps=6, warmup=2, lr=3e-3, log_every=1, ckpt_every=1,
-            keep_checkpoints=10, eval_batch_size=32)
+BASE = dict(preset="debug", seed=0, batch_size=8, max_steps=6, warmup_steps=2, lr=3e-3, log_every_steps=1,
+            ckpt_every_steps=1, keep_checkpoints=10, eval_batch_size=32)
 TOKENS_PER_STEP = 8 * 128  # batch x seq_len: the predicted positions of one optimizer step
 
 
@@ -154,7 +154,7 @@ def test_word_checkpoints_on_the_command_line(tmp_path, data_dir):
 def teacher_runs(tmp_path_factory, data_dir) -> list[Path]:
     root = tmp_path_factory.mktemp("teachers")
     for seed, steps in ((0, 3), (1, 2)):
-        pretrain(TrainConfig(**(BASE | dict(seed=seed, max_steps=steps, ckpt_every=100))), data_dir,
+        pretrain(TrainConfig(**(BASE | dict(seed=seed, max_steps=steps, ckpt_every_steps=100))), data_dir,
                  root / f"t{seed}", device="cpu")
     return [root / "t0", root / "t1"]
 
@@ -177,12 +177,12 @@ def test_budget_ledger_counts_teachers_and_student(tmp_path, data_dir, teacher_r
     assert [row["words"] for row in led["rows"]] == teacher_words + [own] and led["complete"]
     epochs = (own + sum(teacher_words)) / corpus
     assert led["epoch_equivalents"] == pytest.approx(epochs)
-    within = run_cli("budget", out, "--cap", f"{epochs * 1.01:.6f}")
+    within = run_cli("budget", out, "--cap-epochs", f"{epochs * 1.01:.6f}")
     assert within.exit_code == 0, within.stderr
     assert "teacher 2" in within.stdout and "within" in within.stdout
-    over = run_cli("budget", out, "--cap", f"{epochs * 0.99:.6f}")
+    over = run_cli("budget", out, "--cap-epochs", f"{epochs * 0.99:.6f}")
     assert over.exit_code == 1 and "OVER" in over.stdout
-    assert run_cli("budget", out, "--cap", "1", "--corpus-words", "1K").exit_code == 1  # another epoch size
+    assert run_cli("budget", out, "--cap-epochs", "1", "--corpus-words", "1K").exit_code == 1  # another epoch size
     assert_user_error(run_cli("budget", tmp_path / "nowhere"), "not a bl2 run dir")
 
 
@@ -197,7 +197,7 @@ def test_budget_of_a_cache_without_teacher_run_dirs(tmp_path, data_dir):
     r = run_cli("distill", *common, "--out", tmp_path / "unknown")
     assert r.exit_code == 0, r.stderr
     assert "unknown" in r.stdout and "--teacher-words" in r.stdout
-    r = run_cli("budget", tmp_path / "unknown", "--cap", "100")
+    r = run_cli("budget", tmp_path / "unknown", "--cap-epochs", "100")
     assert r.exit_code == 0 and ">=" in r.stdout and "incomplete" in r.stdout
     r = run_cli("distill", *common, "--out", tmp_path / "known", "--teacher-words", "5K,7K")
     assert r.exit_code == 0, r.stderr

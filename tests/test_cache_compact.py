@@ -106,10 +106,10 @@ def test_compare_reports_hybrid_and_the_encoding_cost(build, tmp_path):
 
     full = build("full.zarr", mode="full")
     for name, kw in [("hybrid.zarr", HYBRID), ("hybrid_u8.zarr", COMPACT)]:
-        res = run_cli("cache", "compare", build(name, **kw), full, "--out", tmp_path / "c.json")
+        res = run_cli("cache", "compare", build(name, **kw), full, "--out", tmp_path / f"{name}.json")
         # full is T=1 data; compare evaluates p at the hybrid cache's own T = 2
         assert res.exit_code == 0, res.stdout
-        out = json.loads((tmp_path / "c.json").read_text())
+        out = json.loads((tmp_path / f"{name}.json").read_text())
         row = out["rows"][0]
         assert out["mode"] == "hybrid" and row["T"] == 2.0
         assert row["mass"] <= row["mass_stored"] <= 1 + 1e-6 and row["grad_err"] > 0 and row["kl_rev"] >= 0
@@ -128,8 +128,8 @@ def test_distill_from_hybrid_cache(build, tmp_path):
     from bl2.distill.run import distill
 
     cache = build("hybrid_u8.zarr", **COMPACT)
-    cfg = TrainConfig(preset="debug", seed=0, batch_size=8, warmup=1, max_steps=3, alpha=0.5, temperature=2.0,
-                      log_every=1, eval_batch_size=32)
+    cfg = TrainConfig(preset="debug", seed=0, batch_size=8, warmup_steps=1, max_steps=3, alpha=0.5, temperature=2.0,
+                      log_every_steps=1, eval_batch_size=32)
     summary = distill(cfg, tmp_path / "s", cache=cache, device="cpu")
     assert summary["step"] == 3 and np.isfinite(summary["best_val_ce"])
     res = run_cli("distill", "--cache", cache, "--out", tmp_path / "s1", "--preset", "debug", "--max-steps", "1",

@@ -149,8 +149,8 @@ def test_full_float32_cache_equals_online(tmp_path, data_dir):
     teachers = []
     for seed in (0, 1):
         out = tmp_path / f"teacher{seed}"
-        cfg = TrainConfig(preset="debug", seed=seed, batch_size=8, max_steps=6, warmup=2, lr=1e-2, log_every=1,
-                          ckpt_every=100, eval_batch_size=32)
+        cfg = TrainConfig(preset="debug", seed=seed, batch_size=8, max_steps=6, warmup_steps=2, lr=1e-2,
+                          log_every_steps=1, ckpt_every_steps=100, eval_batch_size=32)
         pretrain(cfg, data_dir, out, device="cpu")
         teachers.append(out)
     cache = tmp_path / "full32.zarr"
@@ -158,8 +158,8 @@ def test_full_float32_cache_equals_online(tmp_path, data_dir):
                 "--mode", "full", "--logp-dtype", "float32", "--batch-size", "16", "--device", "cpu")
     assert r.exit_code == 0, r.stderr
     assert CacheReader(str(cache)).specs["logp"].dtype == "float32"
-    common = ["--preset", "debug", "--max-steps", "5", "--batch-size", "8", "--warmup", "2", "--lr", "3e-3",
-              "--log-every", "1", "--alpha", "0.5", "--device", "cpu"]
+    common = ["--preset", "debug", "--max-steps", "5", "--batch-size", "8", "--warmup-steps", "2", "--lr", "3e-3",
+              "--log-every-steps", "1", "--alpha", "0.5", "--device", "cpu"]
     assert run_cli("distill", "--cache", cache, "--out", tmp_path / "offline", *common).exit_code == 0
     r = run_cli("distill", "--teachers", ",".join(map(str, teachers)), "--data", data_dir, "--out",
                 tmp_path / "online", *common)

@@ -23,7 +23,7 @@ from bl2.runs import metrics
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
 
-TRAIN = ["--preset", "debug", "--batch-size", "8", "--warmup", "2", "--lr", "3e-3", "--log-every", "1",
+TRAIN = ["--preset", "debug", "--batch-size", "8", "--warmup-steps", "2", "--lr", "3e-3", "--log-every-steps", "1",
          "--device", "cpu"]
 TIMEOUT = 240
 
@@ -55,7 +55,7 @@ def one_process(tmp_path_factory, data_dir) -> Path:
     return out
 
 
-PRETRAIN = ["pretrain", "--max-steps", "6", "--ckpt-every", "2", *TRAIN]
+PRETRAIN = ["pretrain", "--max-steps", "6", "--ckpt-every-steps", "2", *TRAIN]
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +104,7 @@ def test_two_processes_online_distill_like_one(tmp_path, data_dir, one_process):
 def test_killed_rank_then_resume_equals_uninterrupted(tmp_path, data_dir, two_processes):
     args = [*PRETRAIN, "--data", data_dir]
     crashed = tmp_path / "crashed"
-    proc = torchrun(*args, "--out", crashed, wait=False, extra_env={"BL2_TEST_STEP_SLEEP": "0.5"})
+    proc = torchrun(*args, "--out", crashed, wait=False, slow=0.5)
     try:
         deadline = time.time() + TIMEOUT
         while not (crashed / "checkpoints" / "step-000004").is_dir():

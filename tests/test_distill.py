@@ -15,8 +15,8 @@ from bl2.distill.config import TrainConfig
 from bl2.distill.run import distill, pretrain
 from bl2.runs import metrics
 
-COMMON = dict(preset="debug", seed=0, batch_size=8, warmup=2, lr=3e-3, log_every=1, ckpt_every=1, keep_checkpoints=10,
-              eval_batch_size=32)
+COMMON = dict(preset="debug", seed=0, batch_size=8, warmup_steps=2, lr=3e-3, log_every_steps=1, ckpt_every_steps=1,
+              keep_checkpoints=10, eval_batch_size=32)
 
 
 def cfg(**kw) -> TrainConfig:
@@ -28,7 +28,7 @@ def teachers(tmp_path_factory, data_dir) -> list[Path]:
     root = tmp_path_factory.mktemp("teachers")
     out = []
     for seed in (0, 1):
-        pretrain(TrainConfig(**(COMMON | dict(seed=seed, max_steps=8, lr=1e-2, ckpt_every=100))), data_dir,
+        pretrain(TrainConfig(**(COMMON | dict(seed=seed, max_steps=8, lr=1e-2, ckpt_every_steps=100))), data_dir,
                  root / f"t{seed}", device="cpu")
         out.append(root / f"t{seed}")
     return out

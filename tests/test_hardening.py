@@ -24,7 +24,7 @@ from bl2 import locks
 from bl2.distill import checkpoint
 
 SEQ = "16"  # cache windows: short, so the fixture cache costs a fraction of a second
-RUN = ("--preset", "debug", "--max-steps", "2", "--batch-size", "8", "--ckpt-every", "1", "--device", "cpu")
+RUN = ("--preset", "debug", "--max-steps", "2", "--batch-size", "8", "--ckpt-every-steps", "1", "--device", "cpu")
 DISTILL = ("--preset", "debug", "--max-steps", "2", "--batch-size", "4", "--device", "cpu")
 TIMEOUT = 120  # seconds any spawned process may live
 CACHE_WINDOWS = 300  # two shards: a full one (zarr reads a whole missing or empty shard as zeros) and a partial one

@@ -13,7 +13,7 @@ def test_quickstart_end_to_end(tmp_path):
     out = tmp_path / "qs"
     report = quickstart(QuickstartConfig(out=out, preset="debug", vocab_size=400, sample_lines=1500, epochs=1,
                                          batch_size=8, max_steps=4, k=8, eval_limit=20, device="cpu",
-                                         extra={"warmup": 1, "log_every": 2}))
+                                         extra={"warmup_steps": 1, "log_every_steps": 2}))
     assert [r["model"].split()[0] for r in report["rows"]] == ["teacher0", "teacher1", "ensemble", "student"]
     for r in report["rows"]:
         assert 0 < r["test_ce"] < 10 and 0 <= r["minimal_pairs_pct"]["blimp_filtered"] <= 100

@@ -13,8 +13,8 @@ from conftest import assert_user_error, run_cli
 from bl2.distill.config import TrainConfig
 from bl2.distill.run import distill, pretrain
 
-COMMON = dict(preset="debug", batch_size=8, warmup=1, lr=1e-2, log_every=2, val_every=3, ckpt_every=100,
-              eval_batch_size=32, max_steps=6)
+COMMON = dict(preset="debug", batch_size=8, warmup_steps=1, lr=1e-2, log_every_steps=2, val_every_steps=3,
+              ckpt_every_steps=100, eval_batch_size=32, max_steps=6)
 FIGURES = ("curves", "fig1_metrics", "fig2_blimp_vs_val_ce", "caches")
 
 

@@ -121,7 +121,7 @@ def test_distill_streams_from_s3_and_verify_catches_corruption(s3, s3_data, teac
     url = f"{s3}/topk.zarr"
     assert run_cli(*cache_args(s3_data, teachers, url)).exit_code == 0
     args = ["distill", "--cache", url, "--preset", "debug", "--max-steps", "3", "--batch-size", "8", "--device", "cpu",
-            "--cache-in-memory", "no", "--log-every", "1"]
+            "--cache-in-memory", "no", "--log-every-steps", "1"]
     r = run_cli(*args, "--out", tmp_path / "student")
     assert r.exit_code == 0, r.stderr
     assert (tmp_path / "student" / "model.safetensors").is_file()

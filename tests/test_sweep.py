@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import assert_user_error, make_debug_model, run_cli
+from conftest import assert_user_error, make_debug_model, run_cli, slow_bl2
 
 from bl2.distill.config import TrainConfig
 from bl2.errors import UserError
@@ -23,13 +23,13 @@ from bl2.runs import metrics
 pytest.importorskip("optuna")
 
 # 12 steps, validations every 3: one Hyperband bracket (max_resource 13 < eta * min_resource), rung at step 6
-FIXED = ["--preset", "debug", "--max-steps", "12", "--batch-size", "8", "--val-every", "3", "--log-every", "4",
-         "--device", "cpu", "--eta", "3", "--min-resource", "6"]
+FIXED = ["--preset", "debug", "--max-steps", "12", "--batch-size", "8", "--val-every-steps", "3",
+         "--log-every-steps", "4", "--device", "cpu", "--eta", "3", "--min-resource-steps", "6"]
 LR_SPACE = "lr: {log_uniform: [1e-5, 3.0e-2]}\nwarmup: {int: [0, 4]}\n"  # 1e-5 without a dot: YAML reads a string
 
 
 def base_cfg(**kw) -> TrainConfig:
-    return TrainConfig(**(dict(preset="debug", max_steps=12, batch_size=8, val_every=3, log_every=4) | kw))
+    return TrainConfig(**(dict(preset="debug", max_steps=12, batch_size=8, val_every_steps=3, log_every_steps=4) | kw))
 
 
 def teacher_sweep(study: Path, space: Path, data_dir: Path, trials: int, **kw) -> dict:
@@ -77,7 +77,7 @@ def test_six_trials_prune_and_keep_the_best(study, data_dir):
         run = json.loads((run_dir / "run.json").read_text())
         assert run["sweep"] == {"study": str(study.resolve()), "trial": r["trial"], "params": r["params"],
                                 "kind": "teachers"}
-        assert run["config"]["lr"] == r["params"]["lr"] and run["config"]["warmup"] == r["params"]["warmup"]
+        assert run["config"]["lr"] == r["params"]["lr"] and run["config"]["warmup_steps"] == r["params"]["warmup_steps"]
         assert (run_dir / "model.safetensors").is_file() and not (run_dir / "checkpoints").exists()
         done = metrics.events(run_dir / "metrics.jsonl", "done")[-1]
         if r["state"] == "complete":  # Optuna's value is the run's best val CE (its final weights)
@@ -116,11 +116,11 @@ def test_status_and_confirm(study, monkeypatch):
 
 def start_worker(data_dir: Path, study: Path, space: Path, trials: int, sleep: float,
                  heartbeat: float = 1) -> subprocess.Popen:
-    """`python -m bl2 sweep teachers ...` in its own process group, every optimizer step slowed by `sleep` s."""
-    cmd = [sys.executable, "-m", "bl2", "sweep", "teachers", "--data", str(data_dir), "--space", str(space),
-           "--trials", str(trials), "--study", str(study), "--heartbeat", str(heartbeat), *FIXED]
-    return subprocess.Popen(cmd, env=os.environ | {"BL2_TEST_STEP_SLEEP": str(sleep)}, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    """`bl2 sweep teachers ...` in its own process group, every metrics row of a trial followed by `sleep` s."""
+    cmd = [sys.executable, *slow_bl2(sleep), "sweep", "teachers", "--data", str(data_dir), "--space", str(space),
+           "--trials", str(trials), "--study", str(study), "--heartbeat-s", str(heartbeat), *FIXED]
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
 
 
 def wait_for_training(proc: subprocess.Popen, run_dir: Path, timeout: float = 120) -> None:
@@ -234,8 +234,8 @@ def test_student_space_must_match_the_cache(tmp_path, cache):
     ("lr: {uniform: [0.2, 0.1]}\n", "needs low < high"),
     ("lr: {normal: [0.1, 0.2]}\n", "expected exactly one of"),
     ("lr: {uniform: [0.1]}\n", "takes [low, high]"),
-    ("warmup: {uniform: [0, 10]}\n", "integer parameter"),
-    ("warmup: {int: [-5, 10]}\n", "warmup: -5 is not allowed"),
+    ("warmup_steps: {uniform: [0, 10]}\n", "integer parameter"),
+    ("warmup_steps: {int: [-5, 10]}\n", "warmup_steps: -5 is not allowed"),
     ("lr_schedule: {categorical: [cosine, exponential]}\n", "lr_schedule must be one of"),
     ("alpha: {uniform: [0.0, 1.0]}\n", "only student sweeps"),
     ("beta2: {uniform: [0.9, 1.0]}\n", "outside [0, 1)"),
@@ -255,7 +255,7 @@ def test_shipped_spaces_load():
 
     root = Path(__file__).resolve().parents[1] / "sweeps"
     teacher = load_space(root / "teacher.yaml", TrainConfig(preset="tiny"), students=False)
-    assert {"lr", "lr_schedule", "beta1", "beta2", "eps", "batch_size", "epochs", "warmup", "weight_decay",
+    assert {"lr", "lr_schedule", "beta1", "beta2", "eps", "batch_size", "epochs", "warmup_steps", "weight_decay",
             "grad_clip", "attention_dropout"} == set(teacher.params)
     student = load_space(root / "student.yaml", TrainConfig(preset="tiny"), students=True)
     assert {"alpha", "temperature"} <= set(student.params)
@@ -274,12 +274,12 @@ def test_lr_schedules_and_attention_dropout(tmp_path, data_dir):
     from bl2.distill.run import pretrain
 
     def lrs(schedule):
-        c = TrainConfig(preset="debug", lr=1.0, warmup=2, lr_schedule=schedule)
+        c = TrainConfig(preset="debug", lr=1.0, warmup_steps=2, lr_schedule=schedule)
         return [lr_at(s, c, 12) for s in (0, 1, 2, 7, 12)]
 
     assert lrs("cosine") == pytest.approx([0, 0.5, 1.0, 0.5, 0.0])
     assert lrs("linear") == pytest.approx([0, 0.5, 1.0, 0.5, 0.0])
-    linear, cosine = (TrainConfig(preset="debug", lr=1.0, warmup=2, lr_schedule=s) for s in ("linear", "cosine"))
+    linear, cosine = (TrainConfig(preset="debug", lr=1.0, warmup_steps=2, lr_schedule=s) for s in ("linear", "cosine"))
     assert [lr_at(s, linear, 12) for s in (4, 9)] == pytest.approx([0.8, 0.3])
     assert [lr_at(s, cosine, 12) for s in (4, 9)] == pytest.approx([0.9045085, 0.2061074])
     assert lrs("constant") == pytest.approx([0, 0.5, 1.0, 1.0, 1.0])

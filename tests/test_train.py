@@ -19,8 +19,8 @@ GOLDEN = Path(__file__).parent / "assets" / "golden_debug_losses.json"
 
 
 def debug_cfg(**kw) -> TrainConfig:
-    base = dict(preset="debug", seed=0, batch_size=8, max_steps=6, warmup=2, lr=3e-3, log_every=1, ckpt_every=1,
-                keep_checkpoints=10, eval_batch_size=32)
+    base = dict(preset="debug", seed=0, batch_size=8, max_steps=6, warmup_steps=2, lr=3e-3, log_every_steps=1,
+                ckpt_every_steps=1, keep_checkpoints=10, eval_batch_size=32)
     return TrainConfig(**(base | kw))
 
 
@@ -43,7 +43,7 @@ def test_pretrain_lowers_loss_and_writes_run_dir(tmp_path, data_dir):
         assert (out / name).is_file(), name
     run = json.loads((out / "run.json").read_text())
     assert run["identity"]["config"]["preset"] == "debug" and run["provenance"]["torch"] == torch.__version__
-    assert run["config"]["log_every"] == 1 and "log_every" not in run["identity"]["config"]
+    assert run["config"]["log_every_steps"] == 1 and "log_every_steps" not in run["identity"]["config"]
     assert "device" in run["provenance"] and "git_sha" in run["provenance"]
     assert summary["best_val_ce"] is not None and checkpoint.latest(out).name == "step-000012"
 
@@ -127,7 +127,7 @@ def test_user_errors(tmp_path, data_dir, debug_model_dir, corpus_dirs):
     from bl2.model.io import build_model, save_model_dir
 
     out = tmp_path / "r"
-    assert_user_error(run_cli("pretrain", "--data", data_dir, "--preset", "huge", "--out", out), "unknown preset")
+    assert_user_error(run_cli("pretrain", "--data", data_dir, "--preset", "huge", "--out", out), "is not one of")
     assert_user_error(run_cli("pretrain", "--data", corpus_dirs[0], "--preset", "debug", "--out", out), "tokens.zarr")
     r = run_cli("pretrain", "--data", data_dir, "--preset", "debug", "--out", out, "--max-steps", "1",
                 "--batch-size", "8", "--device", "cpu")
@@ -155,7 +155,7 @@ def test_config_file_and_resume_of_finished_run(tmp_path, data_dir):
     r = run_cli("pretrain", "--data", data_dir, "--preset", "debug", "--out", out, "--config", cfg, "--device", "cpu")
     assert r.exit_code == 0, r.stderr
     ident = json.loads((out / "run.json").read_text())["identity"]["config"]
-    assert (ident["batch_size"], ident["max_steps"], ident["warmup"]) == (8, 2, 1)
+    assert (ident["batch_size"], ident["max_steps"], ident["warmup_steps"]) == (8, 2, 1)
     bad = tmp_path / "bad.yaml"
     bad.write_text("batch_sise: 8\n")
     assert_user_error(run_cli("pretrain", "--data", data_dir, "--preset", "debug", "--out", tmp_path / "x",
@@ -171,7 +171,7 @@ def test_config_file_and_resume_of_finished_run(tmp_path, data_dir):
 def test_resume_accepts_new_logging_settings(tmp_path, data_dir, monkeypatch):
     out = tmp_path / "r"
     run_with_crash(monkeypatch, lambda: pretrain(debug_cfg(), data_dir, out, device="cpu"), crash_step=2)
-    pretrain(debug_cfg(log_every=3, ckpt_every=2), data_dir, out, resume=True, device="cpu")
+    pretrain(debug_cfg(log_every_steps=3, ckpt_every_steps=2), data_dir, out, resume=True, device="cpu")
     assert checkpoint.latest(out).name == "step-000006"
 
 

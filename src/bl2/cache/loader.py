@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bl2.cache.schema import SHARD_WINDOWS
+from bl2.cache.schema import IN_MEMORY, SHARD_WINDOWS
 from bl2.data.batch import Batch
 from bl2.data.order import epoch_order, rank_rows
 from bl2.errors import require
@@ -26,7 +26,6 @@ READ_AHEAD = 4  # batches whose blocks are requested before they are needed (str
 READ_AHEAD_BLOCKS = 8  # at most this many blocks read ahead (bounded memory: the LRU holds them too)
 READ_THREADS = 4  # concurrent block reads
 BLOCK = SHARD_WINDOWS  # rows per read block: one cache shard (a whole-shard read decodes nothing twice)
-MEMORY_CHOICES = ("auto", "yes", "no")
 
 
 def available_ram() -> int:
@@ -37,7 +36,7 @@ def available_ram() -> int:
 
 
 def decide_in_memory(choice: str, nbytes: int, budget_fraction: float = 0.5) -> bool:
-    require(choice in MEMORY_CHOICES, f"--cache-in-memory must be one of {', '.join(MEMORY_CHOICES)}")
+    require(choice in IN_MEMORY, f"--cache-in-memory must be one of {', '.join(IN_MEMORY)}")
     if choice == "auto":
         return nbytes <= budget_fraction * available_ram()
     return choice == "yes"

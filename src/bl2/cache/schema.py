@@ -26,6 +26,7 @@ CHUNK_WINDOWS = 16
 SHARD_WINDOWS = 256
 MODES = ("topk", "full", "sample", "hybrid")
 ENSEMBLES = ("logit_mean", "prob_mean")
+IN_MEMORY = ("auto", "yes", "no")  # how training holds a cache (bl2.cache.loader): decoded into RAM, or streamed
 MAX_VOCAB = 1 << 16  # ids are uint16
 MAX_DRAWS = 255  # counts are uint8
 LOGP_DTYPES = ("float16", "float32")  # mode full: fp16 (half the bytes) or fp32 (offline == online exactly)

@@ -1,4 +1,5 @@
-"""`bl2 sweep teachers|students|status|confirm`: Optuna studies over pretraining or cached-student runs."""
+"""`bl2 sweep teachers|students|status|confirm`: Optuna studies over pretraining or cached-student runs (the
+trials' fixed training options come from TrainConfig through bl2.cli.options, as for pretrain and distill)."""
 
 from __future__ import annotations
 
@@ -7,130 +8,79 @@ from typing import Annotated
 
 import typer
 
-from bl2.cli.options import (
-    AccumOpt,
-    BatchOpt,
-    CkptOpt,
-    CompileOpt,
-    ConfigOpt,
-    DeviceOpt,
-    EpochsOpt,
-    LogEveryOpt,
-    LrOpt,
-    MaxStepsOpt,
-    PresetOpt,
-    SeedOpt,
-    ValEveryOpt,
-    WarmupOpt,
-    WdOpt,
-    train_config,
-    user_errors,
-)
+from bl2.cli.common import DATA, DeviceOpt, user_errors
+from bl2.cli.options import ConfigOpt, train_config, train_options
 
+SWEEP = "Sweep"
 sweep_app = typer.Typer(help="Hyperparameter sweeps (Optuna TPE + Hyperband) of teachers, or of students from "
                         "one cache.", no_args_is_help=True)
 
-SpaceOpt = Annotated[Path, typer.Option(help="Search space YAML (e.g. sweeps/teacher.yaml).")]
-TrialsOpt = Annotated[int, typer.Option(help="Finished (complete + pruned) trials the study should reach.")]
-StudyOpt = Annotated[Path, typer.Option(help="Study folder: study.json, study.db, trials/trial-NNNN/.")]
+SpaceOpt = Annotated[Path, typer.Option(help="Search space YAML (e.g. sweeps/teacher.yaml).", rich_help_panel=SWEEP)]
+TrialsOpt = Annotated[int, typer.Option(help="Finished (complete + pruned) trials the study should reach.",
+                                        rich_help_panel=SWEEP)]
+StudyOpt = Annotated[Path, typer.Option(help="Study folder: study.json, study.db, trials/trial-NNNN/.",
+                                        rich_help_panel=SWEEP)]
 OptunaStorageOpt = Annotated[str | None, typer.Option(
-    help="Optuna storage URL (default sqlite:///STUDY/study.db), e.g. postgresql://..., or journal:PATH.")]
-StudyNameOpt = Annotated[str | None, typer.Option(help="Study name in the storage (default: the folder's name).")]
-SamplerSeedOpt = Annotated[int, typer.Option(help="TPE sampler seed (worker w uses seed + w).")]
-StartupOpt = Annotated[int, typer.Option(help="Random trials before TPE models the results.")]
-EtaOpt = Annotated[int, typer.Option(help="Hyperband reduction factor.")]
-MinResourceOpt = Annotated[int | None, typer.Option(help="Hyperband's first rung in steps (default --val-every).")]
-HeartbeatOpt = Annotated[float, typer.Option(help="Seconds between a running trial's heartbeats; a trial silent "
-                                             "for 3 of them is failed and retried by another worker.")]
+    help="Optuna storage URL (default sqlite:///STUDY/study.db), e.g. postgresql://..., or journal:PATH.",
+    rich_help_panel=SWEEP)]
+StudyNameOpt = Annotated[str | None, typer.Option(help="Study name in the storage (default: the folder's name).",
+                                                  rich_help_panel=SWEEP)]
+SamplerSeedOpt = Annotated[int, typer.Option(help="TPE sampler seed (worker w uses seed + w; >= 0).",
+                                             rich_help_panel=SWEEP)]
+StartupOpt = Annotated[int, typer.Option(help="Random trials before TPE models the results.", rich_help_panel=SWEEP)]
+EtaOpt = Annotated[int, typer.Option(help="Hyperband reduction factor.", rich_help_panel=SWEEP)]
+MinResourceOpt = Annotated[int | None, typer.Option(
+    "--min-resource-steps", help="Hyperband's first rung in optimizer steps (default --val-every-steps).",
+    rich_help_panel=SWEEP)]
+HeartbeatOpt = Annotated[float, typer.Option(
+    "--heartbeat-s", help="Seconds between a running trial's heartbeats; a trial silent for 3 of them is failed and "
+    "retried by another worker.", rich_help_panel=SWEEP)]
 
 
-def _sweep(kind: str, cfg, options: dict, **paths) -> None:
+def _sweep(kind: str, cfg, study, space, trials, storage, study_name, sampler_seed, startup_trials, eta,
+           min_resource, heartbeat, device, **paths) -> None:
     from bl2.workflows.sweep.worker import SweepConfig, run_sweep
 
-    run_sweep(SweepConfig(kind=kind, study=options["study"], space=options["space"], trials=options["trials"],
-                          base=cfg, storage=options["storage"], study_name=options["study_name"],
-                          sampler_seed=options["sampler_seed"], startup_trials=options["startup_trials"],
-                          eta=options["eta"], min_resource=options["min_resource"], heartbeat=options["heartbeat"],
-                          device=options["device"], **paths))
+    run_sweep(SweepConfig(kind=kind, study=study, space=space, trials=trials, base=cfg, storage=storage,
+                          study_name=study_name, sampler_seed=sampler_seed, startup_trials=startup_trials, eta=eta,
+                          min_resource=min_resource, heartbeat=heartbeat, device=device, **paths))
 
 
 @sweep_app.command("teachers")
 @user_errors
+@train_options(distillation=False, sweep=True)
 def sweep_teachers(
-    data: Annotated[str, typer.Option(help="Prepared DATA_DIR (from `bl2 prepare`).")],
-    space: SpaceOpt,
-    trials: TrialsOpt,
-    study: StudyOpt,
-    preset: PresetOpt,
-    storage: OptunaStorageOpt = None,
-    study_name: StudyNameOpt = None,
-    sampler_seed: SamplerSeedOpt = 0,
-    startup_trials: StartupOpt = 10,
-    eta: EtaOpt = 3,
-    min_resource: MinResourceOpt = None,
-    heartbeat: HeartbeatOpt = 30.0,
-    seed: SeedOpt = None,
-    epochs: EpochsOpt = None,
-    lr: LrOpt = None,
-    batch_size: BatchOpt = None,
-    grad_accum: AccumOpt = None,
-    warmup: WarmupOpt = None,
-    weight_decay: WdOpt = None,
-    max_steps: MaxStepsOpt = None,
-    val_every: ValEveryOpt = None,
-    log_every: LogEveryOpt = None,
-    ckpt_every: CkptOpt = None,
-    compile: CompileOpt = None,
-    config: ConfigOpt = None,
-    device: DeviceOpt = "auto",
+    data: Annotated[str, typer.Option(help="Prepared DATA_DIR (from `bl2 prepare`).", rich_help_panel=DATA)],
+    space: SpaceOpt, trials: TrialsOpt, study: StudyOpt, storage: OptunaStorageOpt = None,
+    study_name: StudyNameOpt = None, sampler_seed: SamplerSeedOpt = 0, startup_trials: StartupOpt = 10,
+    eta: EtaOpt = 3, min_resource: MinResourceOpt = None, heartbeat: HeartbeatOpt = 30.0,
+    config: ConfigOpt = None, device: DeviceOpt = "auto", train: dict | None = None,
 ):
     """Sweep pretraining hyperparameters (the paper's teacher sweep): every trial is a `bl2 pretrain` run under
     STUDY/trials/. The options fix every trial's config; the space overrides what it names. Rerun (or start
     more workers on the same --study) to continue until --trials trials are finished."""
-    _sweep("teachers", train_config(preset, config, locals()), locals(), data=data)
+    _sweep("teachers", train_config(config, train), study, space, trials, storage, study_name, sampler_seed,
+           startup_trials, eta, min_resource, heartbeat, device, data=data)
 
 
 @sweep_app.command("students")
 @user_errors
+@train_options(distillation=True, sweep=True)
 def sweep_students(
-    cache: Annotated[str, typer.Option(help="Logit cache from `bl2 cache-logits` (decoded once per worker).")],
-    space: SpaceOpt,
-    trials: TrialsOpt,
-    study: StudyOpt,
-    preset: PresetOpt,
-    data: Annotated[str | None, typer.Option(help="DATA_DIR (default: the one recorded in the cache).")] = None,
-    alpha: Annotated[float, typer.Option(help="Weight of CE (unless the space searches alpha).")] = 0.5,
-    temperature: Annotated[float, typer.Option(help="Distillation temperature (unless searched).")] = 1.0,
-    kl_reduction: Annotated[str, typer.Option(help="sequence (as the reference) | token.")] = "sequence",
-    cache_in_memory: Annotated[str, typer.Option(help="yes (decode once, reuse in every trial) | auto | no.")] = "yes",
-    shuffle_buffer: Annotated[int | None, typer.Option(help="Windows shuffled together (default 8192).")] = None,
-    storage: OptunaStorageOpt = None,
-    study_name: StudyNameOpt = None,
-    sampler_seed: SamplerSeedOpt = 0,
-    startup_trials: StartupOpt = 10,
-    eta: EtaOpt = 3,
-    min_resource: MinResourceOpt = None,
-    heartbeat: HeartbeatOpt = 30.0,
-    seed: SeedOpt = None,
-    epochs: EpochsOpt = None,
-    lr: LrOpt = None,
-    batch_size: BatchOpt = None,
-    grad_accum: AccumOpt = None,
-    warmup: WarmupOpt = None,
-    weight_decay: WdOpt = None,
-    max_steps: MaxStepsOpt = None,
-    val_every: ValEveryOpt = None,
-    log_every: LogEveryOpt = None,
-    ckpt_every: CkptOpt = None,
-    compile: CompileOpt = None,
-    config: ConfigOpt = None,
-    device: DeviceOpt = "auto",
+    cache: Annotated[str, typer.Option(help="Logit cache from `bl2 cache-logits` (opened once per worker).",
+                                       rich_help_panel=DATA)],
+    space: SpaceOpt, trials: TrialsOpt, study: StudyOpt,
+    data: Annotated[str | None, typer.Option(help="DATA_DIR (default: the one recorded in the cache).",
+                                             rich_help_panel=DATA)] = None,
+    storage: OptunaStorageOpt = None, study_name: StudyNameOpt = None, sampler_seed: SamplerSeedOpt = 0,
+    startup_trials: StartupOpt = 10, eta: EtaOpt = 3, min_resource: MinResourceOpt = None,
+    heartbeat: HeartbeatOpt = 30.0, config: ConfigOpt = None, device: DeviceOpt = "auto", train: dict | None = None,
 ):
     """Sweep distillation hyperparameters (alpha, T, lr, ...) of students trained from one cache: no teacher is
-    ever loaded. Same study mechanics as `bl2 sweep teachers`."""
-    cfg = train_config(preset, config, locals(), alpha=alpha, temperature=temperature, kl_reduction=kl_reduction,
-                       shuffle_buffer=shuffle_buffer)
-    _sweep("students", cfg, locals(), cache=cache, data=data, cache_in_memory=cache_in_memory)
+    ever loaded, and the cache is decoded once per worker when it fits in RAM. Same study mechanics as
+    `bl2 sweep teachers`."""
+    _sweep("students", train_config(config, train, alpha=0.5), study, space, trials, storage, study_name,
+           sampler_seed, startup_trials, eta, min_resource, heartbeat, device, cache=cache, data=data)
 
 
 @sweep_app.command("status")
@@ -138,16 +88,22 @@ def sweep_students(
 def sweep_status(
     study: Annotated[Path, typer.Argument(help="Study folder.")],
     storage: OptunaStorageOpt = None,
-    out: Annotated[Path | None, typer.Option(help="Also write the trials as JSON.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Also write the trials as JSON (a file).")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out file.", metavar="")] = False,
 ):
     """Table of a study's trials: parameters, val CE, state (complete / pruned / failed / running), the best."""
     import json
 
+    from bl2.errors import require
+    from bl2.storage import require_writable_file, write_text_atomic
     from bl2.workflows.sweep.results import sweep_status as run
 
+    if out is not None:
+        require(overwrite or not out.exists(), f"{out} exists; pass --overwrite to replace it")
+        require_writable_file(out, "--out")
     result = run(study, storage)
     if out is not None:
-        out.write_text(json.dumps(result, indent=2, default=str))
+        write_text_atomic(out, json.dumps(result, indent=2, default=str))
 
 
 @sweep_app.command("confirm")
@@ -165,3 +121,5 @@ def sweep_confirm(
     confirm(study, seeds=seeds, device=device, storage=storage)
 
 
+def register(app: typer.Typer) -> None:
+    app.add_typer(sweep_app, name="sweep")

@@ -1,91 +1,121 @@
-"""The resolved configuration of a training run (pretrain or distill), with one-line field docs and checks."""
+"""The resolved configuration of a training run (pretrain or distill): every field declared once, here, with its
+default, a one-line help that names its unit, and the --help panel of the command-line option that bl2.cli makes
+from it (every field is settable from the command line, a --config YAML file, or a preset's defaults)."""
 
 from __future__ import annotations
 
 import math
 import numbers
 import typing
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Literal
 
+from bl2.cache.schema import IN_MEMORY
 from bl2.errors import UserError, require
 from bl2.model.presets import PRESETS, SEQ_LEN, TRAIN_DEFAULTS
 from bl2.runs.marks import parse_marks
 
-KL_REDUCTIONS = ("sequence", "token")
-LR_SCHEDULES = ("cosine", "linear", "constant")
+Preset = Literal[tuple(PRESETS)]  # the preset names, from the one dict that defines them
+LrSchedule = Literal["cosine", "linear", "constant"]
+KlReduction = Literal["sequence", "token"]
+InMemory = Literal[IN_MEMORY]
+KL_REDUCTIONS = typing.get_args(KlReduction)
+LR_SCHEDULES = typing.get_args(LrSchedule)
+# --help panels of the training options, in the order they are shown
+MODEL, OPTIM, SCHEDULE, DISTILL, CKPT, OUTPUT = "Model", "Optimisation", "Schedule", "Distillation", "Checkpoints", \
+    "Output"
 # Fields that do not change what a run computes: --resume accepts new values for them.
-NOT_IDENTITY = ("log_every", "ckpt_every", "keep_checkpoints", "compile", "eval_batch_size", "word_checkpoints")
+NOT_IDENTITY = ("log_every_steps", "ckpt_every_steps", "keep_checkpoints", "compile", "eval_batch_size",
+                "word_checkpoints", "cache_in_memory")
 # Fields added after runs were made: at these values they stay out of the identity, so older runs still resume.
 LATER_DEFAULTS = {"lr_schedule": "cosine", "attention_dropout": 0.0}
+# Fields renamed so that their option names say their unit: old run.json files, YAML files and sweep spaces
+# keep working.
+RENAMED = {"warmup": "warmup_steps", "val_every": "val_every_steps", "log_every": "log_every_steps",
+           "ckpt_every": "ckpt_every_steps"}
+
+
+def opt(default, help: str, panel: str, distill_only: bool = False):
+    """A field declared once: default, one-line help (with its unit) and the --help panel of its option."""
+    return field(default=default, metadata={"help": help, "panel": panel, "distill_only": distill_only})
 
 
 @dataclass
 class TrainConfig:
     """Everything that determines a run's result. `--resume` refuses a run dir whose config differs."""
 
-    preset: str  # model preset: debug | tiny | 16m | 345m
-    seed: int = 0  # weight init, data order and window offsets
-    epochs: int | None = None  # passes over the training windows (default: the preset's)
-    lr: float | None = None  # peak learning rate (default: the preset's)
-    batch_size: int | None = None  # sequences per optimizer step (default: the preset's)
-    grad_accum: int | None = None  # micro-batches per step; batch_size must divide evenly (default: preset's)
-    warmup: int | None = None  # linear warm-up steps, then the lr_schedule's decay (default: the preset's)
-    lr_schedule: str = "cosine"  # after warm-up: cosine (to 0) | linear (to 0) | constant
-    weight_decay: float | None = None  # AdamW decay on matrices only (default: the preset's)
-    max_steps: int | None = None  # stop after this many optimizer steps (the schedule spans them)
-    seq_len: int = SEQ_LEN  # tokens per training window (inputs); windows hold seq_len + 1 tokens
-    grad_clip: float = 1.0  # max global gradient norm (0 = off)
-    betas: tuple[float, float] = (0.9, 0.999)  # AdamW betas (HF Trainer defaults, as in the reference)
-    eps: float = 1e-8  # AdamW epsilon
-    attention_dropout: float = 0.0  # dropout on attention probabilities (HF Llama's only dropout; the sweep's)
-    val_every: int | None = None  # optimizer steps between validations (default: only at each epoch's end)
-    eval_batch_size: int = 64  # sequences per validation forward
-    log_every: int = 10  # optimizer steps between log lines / metrics rows
-    ckpt_every: int = 200  # optimizer steps between checkpoints (and one at every epoch end)
-    keep_checkpoints: int = 2  # newest step checkpoints kept on disk
-    compile: bool = False  # torch.compile the student
-    word_checkpoints: str | None = None  # `babylm` or word counts `1M,2M,..`: HF model dirs as the run passes them
-    # distillation (alpha = 1 and no target source = plain pretraining)
-    alpha: float = 1.0  # weight of CE; (1 - alpha) * T^2 weighs the KL term
-    temperature: float = 1.0  # distillation temperature T
-    kl_reduction: str = "sequence"  # sequence: KL summed over positions, mean over sequences (reference); token: mean
-    shuffle_buffer: int = 8192  # windows shuffled together (cache sources read shard-sized blocks)
+    preset: Preset | None = opt(None, "Model preset (DESIGN §4); required: here or in --config.", MODEL)
+    seq_len: int = opt(SEQ_LEN, "Tokens per training window (inputs); windows hold seq_len + 1 tokens.", MODEL)
+    attention_dropout: float = opt(0.0, "Dropout on attention probabilities (HF Llama's only dropout).", MODEL)
+    compile: bool = opt(False, "torch.compile the student (same results; see BENCHMARKS.md for when it pays).",
+                        MODEL)
+    seed: int = opt(0, "Seed of weight init, data order and window offsets (>= 0).", OPTIM)
+    lr: float | None = opt(None, "Peak learning rate (preset default).", OPTIM)
+    batch_size: int | None = opt(None, "Sequences per optimizer step, all processes together (preset default).",
+                                 OPTIM)
+    grad_accum: int | None = opt(None, "Micro-batches per optimizer step; batch size must divide evenly "
+                                 "(preset default).", OPTIM)
+    weight_decay: float | None = opt(None, "AdamW decay on matrices only, not norms or biases (preset default).",
+                                     OPTIM)
+    betas: tuple[float, float] = opt((0.9, 0.999), "AdamW betas (HF Trainer defaults, as in the reference).", OPTIM)
+    eps: float = opt(1e-8, "AdamW epsilon.", OPTIM)
+    grad_clip: float = opt(1.0, "Max global gradient norm (0 = off).", OPTIM)
+    epochs: int | None = opt(None, "Passes over the training windows (preset default).", SCHEDULE)
+    max_steps: int | None = opt(None, "Optimizer steps in total; overrides epochs (the schedule spans them).",
+                                SCHEDULE)
+    warmup_steps: int | None = opt(None, "Linear warm-up steps before the lr schedule (preset default).", SCHEDULE)
+    lr_schedule: LrSchedule = opt("cosine", "After warm-up: cosine or linear decay to 0, or constant.", SCHEDULE)
+    val_every_steps: int | None = opt(None, "Optimizer steps between validations (default: each epoch's end).",
+                                      SCHEDULE)
+    eval_batch_size: int = opt(64, "Sequences per validation forward.", SCHEDULE)
+    alpha: float = opt(1.0, "Weight of CE; (1 - alpha) * T^2 weighs the KL (1 = no distillation).", DISTILL, True)
+    temperature: float = opt(1.0, "Distillation temperature T (topk caches: a T of the cache's grid).", DISTILL, True)
+    kl_reduction: KlReduction = opt("sequence", "sequence: KL summed over positions, mean over sequences (the "
+                                    "reference); token: mean over positions.", DISTILL, True)
+    shuffle_buffer: int = opt(8192, "Windows shuffled together (cache sources read shard-sized blocks).", DISTILL,
+                              True)
+    cache_in_memory: InMemory = opt("auto", "Decode the whole cache into RAM: auto (if it fits half the free RAM), "
+                                    "yes, or no (shard blocks streamed on demand); the same results either way.",
+                                    DISTILL, True)
+    ckpt_every_steps: int = opt(200, "Optimizer steps between checkpoints (and one at every epoch end).", CKPT)
+    keep_checkpoints: int = opt(2, "Newest step checkpoints kept on disk.", CKPT)
+    word_checkpoints: str | None = opt(None, "Hugging Face model dirs RUN/word-checkpoints/chck_1M/ .. as the run "
+                                       "passes each count of words seen: `babylm` (the BabyLM 2025 revisions) or "
+                                       "a list like 1M,5M,500K.", CKPT)
+    log_every_steps: int = opt(10, "Optimizer steps between log lines and metrics rows.", OUTPUT)
 
     def __post_init__(self):
+        require(self.preset is not None, "no model preset: pass --preset (or set `preset` in --config)")
         require(isinstance(self.preset, str) and self.preset in PRESETS,
                 f"unknown preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
         d = TRAIN_DEFAULTS[self.preset]
-        for name in ("epochs", "lr", "batch_size", "grad_accum", "warmup", "weight_decay"):
+        for name in ("epochs", "lr", "batch_size", "grad_accum", "warmup_steps", "weight_decay"):
             if getattr(self, name) is None:
                 setattr(self, name, getattr(d, name))
         if isinstance(self.word_checkpoints, (list, tuple)):  # a YAML list
             self.word_checkpoints = ",".join(str(m) for m in self.word_checkpoints)
         check_types(self)  # YAML gives any type: 2.5 steps or "yes" for a bool end here, with the field's name
-        require(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
-        require(self.lr > 0, f"lr must be > 0, got {self.lr}")
-        require(self.batch_size >= 1 and self.grad_accum >= 1, "batch_size and grad_accum must be >= 1")
+        self._check_ranges()
+        parse_marks(self.word_checkpoints)  # a UserError now rather than after training started
+
+    def _check_ranges(self) -> None:
+        positive = ("epochs", "batch_size", "grad_accum", "max_steps", "seq_len", "val_every_steps",
+                    "eval_batch_size", "log_every_steps", "ckpt_every_steps", "keep_checkpoints", "shuffle_buffer")
+        for name in positive:
+            value = getattr(self, name)
+            require(value is None or value >= 1, f"{name} must be >= 1, got {value}")
+        for name in ("seed", "warmup_steps", "weight_decay", "grad_clip"):
+            require(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
+        require(self.lr > 0 and self.eps > 0 and self.temperature > 0,
+                f"lr, eps and temperature must be > 0, got {self.lr}, {self.eps}, {self.temperature}")
+        require(self.seq_len >= 2, f"seq_len must be >= 2, got {self.seq_len}")
         require(self.batch_size % self.grad_accum == 0,
                 f"batch_size {self.batch_size} is not divisible by grad_accum {self.grad_accum}")
-        require(self.warmup >= 0 and self.weight_decay >= 0, "warmup and weight_decay must be >= 0")
-        require(self.max_steps is None or self.max_steps >= 1, f"max_steps must be >= 1, got {self.max_steps}")
-        require(self.seq_len >= 2, f"seq_len must be >= 2, got {self.seq_len}")
         require(0.0 <= self.alpha <= 1.0, f"alpha must be in [0, 1], got {self.alpha}")
-        require(self.temperature > 0, f"temperature must be > 0, got {self.temperature}")
-        require(self.kl_reduction in KL_REDUCTIONS, f"kl_reduction must be one of {', '.join(KL_REDUCTIONS)}")
-        require(self.log_every >= 1 and self.ckpt_every >= 1 and self.keep_checkpoints >= 1,
-                "log_every, ckpt_every and keep_checkpoints must be >= 1")
-        require(self.shuffle_buffer >= 1, "shuffle_buffer must be >= 1")
-        require(self.lr_schedule in LR_SCHEDULES, f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, "
-                f"got {self.lr_schedule!r}")
-        require(0.0 <= self.attention_dropout < 1.0,
-                f"attention_dropout must be in [0, 1), got {self.attention_dropout}")
-        require(self.val_every is None or self.val_every >= 1, f"val_every must be >= 1, got {self.val_every}")
-        require(self.eval_batch_size >= 1, f"eval_batch_size must be >= 1, got {self.eval_batch_size}")
-        require(self.grad_clip >= 0, f"grad_clip must be >= 0 (0 = off), got {self.grad_clip}")
-        require(self.eps > 0, f"eps must be > 0, got {self.eps}")
+        require(0.0 <= self.attention_dropout < 1.0, f"attention_dropout must be in [0, 1), got "
+                f"{self.attention_dropout}")
         require(all(0.0 <= b < 1.0 for b in self.betas), f"betas must each be in [0, 1), got {list(self.betas)}")
-        parse_marks(self.word_checkpoints)  # a UserError now rather than after training started
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -98,12 +128,17 @@ class TrainConfig:
                 if k not in NOT_IDENTITY and not (k in LATER_DEFAULTS and v == LATER_DEFAULTS[k])}
 
     @classmethod
-    def from_sources(cls, preset: str, file: Path | None, overrides: dict) -> TrainConfig:
-        """Preset defaults, then a YAML file's values, then explicit command-line values (None = not given)."""
-        values = load_yaml(file) if file else {}
+    def from_sources(cls, file: Path | None, overrides: dict, defaults: dict | None = None) -> TrainConfig:
+        """The preset's defaults, then the command's `defaults` (a student's alpha), then a YAML file's values,
+        then explicit command-line values (None = not given)."""
+        values = dict(defaults or {}) | renamed(load_yaml(file) if file else {})
         values.update({k: v for k, v in overrides.items() if v is not None})
-        if preset is not None:  # the command line's --preset wins over the file's
-            values["preset"] = preset
+        return cls.from_dict(values)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> TrainConfig:
+        """From config keys (a YAML file, a run.json `config`): old field names accepted; unknown keys refused."""
+        values = renamed(values)
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
         require(not unknown, f"unknown config keys: {', '.join(unknown)} (known: {', '.join(sorted(known))})")
@@ -113,10 +148,16 @@ class TrainConfig:
             raise UserError(f"bad config: {e}") from None
 
 
+def renamed(values: dict) -> dict:
+    """Config keys with the old names of renamed fields replaced by the new ones."""
+    return {RENAMED.get(k, k): v for k, v in values.items()}
+
+
 def check_types(cfg) -> None:
     """Check (and normalise) every field against its annotation: ints are integers (not bools, not 2.5),
     floats are finite numbers (a string such as "3e-4", which YAML 1.1 does not read as a number, is
-    converted), bools are booleans, pairs are two numbers. One-line UserError naming the field otherwise."""
+    converted), bools are booleans, pairs are two numbers, fixed choices one of theirs. One-line UserError
+    naming the field otherwise."""
     hints = typing.get_type_hints(type(cfg))
     for f in fields(cfg):
         setattr(cfg, f.name, _typed(f.name, getattr(cfg, f.name), hints[f.name]))
@@ -128,10 +169,14 @@ def _typed(name: str, value, hint):
         if value is None:
             return None
         hint = next(a for a in args if a is not type(None))
+        args = typing.get_args(hint)
+    if typing.get_origin(hint) is Literal:
+        require(value in args, f"{name} must be one of {', '.join(map(str, args))}, got {value!r}")
+        return value
     if typing.get_origin(hint) is tuple:
-        require(isinstance(value, (list, tuple)) and len(value) == len(typing.get_args(hint)),
-                f"{name} must be a list of {len(typing.get_args(hint))} numbers, got {value!r}")
-        return tuple(_typed(name, v, t) for v, t in zip(value, typing.get_args(hint)))
+        require(isinstance(value, (list, tuple)) and len(value) == len(args),
+                f"{name} must be a list of {len(args)} numbers, got {value!r}")
+        return tuple(_typed(name, v, t) for v, t in zip(value, args))
     if hint is bool:
         require(isinstance(value, bool), f"{name} must be true or false, got {value!r}")
     elif hint is int:

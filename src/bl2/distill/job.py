@@ -90,8 +90,7 @@ def cache_identity(attrs: dict) -> dict:
         k: attrs[k] for k in ENCODING_IDENTITY if attrs.get(k) not in (None, "float16", "plain", "value")}
 
 
-def cache_job(cfg: TrainConfig, cache, data: str | None = None, cache_in_memory: str = "auto",
-              teacher_words=None) -> Job:
+def cache_job(cfg: TrainConfig, cache, data: str | None = None, teacher_words=None) -> Job:
     """`bl2 distill --cache`: targets streamed from a logit cache; the teachers are never loaded.
     `cache` is a location or an already opened `OpenedCache` (a process training many students decodes the
     cache once and hands it to every job). teacher_words: the teachers' training words where their run.json
@@ -100,7 +99,7 @@ def cache_job(cfg: TrainConfig, cache, data: str | None = None, cache_in_memory:
     from bl2.data.store import TokenStore
     from bl2.progress import console
 
-    opened = cache if isinstance(cache, OpenedCache) else open_cache(str(cache), cache_in_memory)
+    opened = cache if isinstance(cache, OpenedCache) else open_cache(str(cache), cfg.cache_in_memory)
     reader = opened.reader
     if data is None:
         require(storage.is_dir(reader.data_dir),

@@ -19,7 +19,7 @@ def pretrain(cfg, data_dir, out, resume: bool = False, overwrite: bool = False, 
 
 
 def distill(cfg, out, cache=None, teachers=None, data_dir=None, ensemble: str = "logit_mean",
-            cache_in_memory: str = "auto", resume: bool = False, overwrite: bool = False, device: str = "auto",
+            resume: bool = False, overwrite: bool = False, device: str = "auto",
             hooks=(), teacher_words=None) -> dict:
     """`bl2 distill`: from a cache (teachers never loaded) or, as the online baseline, from live teachers.
     Same loop, same loss; only the target source differs. teacher_words: the teachers' training words (one
@@ -32,7 +32,7 @@ def distill(cfg, out, cache=None, teachers=None, data_dir=None, ensemble: str = 
     preflight(out, resume, overwrite)  # a wrong --out fails before a cache is decoded or a teacher loaded
     data = None if data_dir is None else str(data_dir)
     if cache is not None:
-        job = cache_job(cfg, cache, data, cache_in_memory, teacher_words)
+        job = cache_job(cfg, cache, data, teacher_words)
     else:
         job = online_job(cfg, [str(t) for t in teachers], data, ensemble, device, teacher_words)
     return train(job, str(out), resume, overwrite, device, hooks)

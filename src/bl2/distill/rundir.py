@@ -16,6 +16,7 @@ import shutil
 from pathlib import Path
 
 from bl2.distill import checkpoint
+from bl2.distill.config import renamed
 from bl2.errors import UserError, require
 from bl2.runs import metrics, record
 from bl2.storage import local_path, require_writable_dir
@@ -87,7 +88,10 @@ class RunDir:
         saved = record.read(self.path)
         require(isinstance(saved.get("identity"), dict),
                 f"--resume: {record.path_of(self.path)} has no run identity: not a run dir bl2 can continue")
-        diff = sorted(_diff(saved["identity"], json.loads(json.dumps(self.identity))))
+        saved_identity = dict(saved["identity"])
+        if isinstance(saved_identity.get("config"), dict):  # runs made before fields were renamed
+            saved_identity["config"] = renamed(saved_identity["config"])
+        diff = sorted(_diff(saved_identity, json.loads(json.dumps(self.identity))))
         if diff:
             raise UserError(f"--resume: {self.path} was made with a different configuration ({', '.join(diff[:6])})")
 

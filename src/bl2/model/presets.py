@@ -28,7 +28,7 @@ class TrainDefaults:
     lr: float
     epochs: int
     batch_size: int  # sequences per optimizer step (before gradient accumulation splits it)
-    warmup: int  # linear warm-up steps
+    warmup_steps: int  # linear warm-up steps
     weight_decay: float  # on matrices only (not norms, not biases)
     grad_accum: int = 1
 
@@ -41,10 +41,10 @@ PRESETS: dict[str, ModelPreset] = {
 }
 
 TRAIN_DEFAULTS: dict[str, TrainDefaults] = {
-    "debug": TrainDefaults(lr=3e-3, epochs=1, batch_size=8, warmup=2, weight_decay=0.0),
-    "tiny": TrainDefaults(lr=2e-3, epochs=2, batch_size=32, warmup=50, weight_decay=0.0),
-    "16m": TrainDefaults(lr=3e-4, epochs=4, batch_size=128, warmup=300, weight_decay=0.0),
-    "345m": TrainDefaults(lr=7e-4, epochs=8, batch_size=128, warmup=600, weight_decay=5.0, grad_accum=4),
+    "debug": TrainDefaults(lr=3e-3, epochs=1, batch_size=8, warmup_steps=2, weight_decay=0.0),
+    "tiny": TrainDefaults(lr=2e-3, epochs=2, batch_size=32, warmup_steps=50, weight_decay=0.0),
+    "16m": TrainDefaults(lr=3e-4, epochs=4, batch_size=128, warmup_steps=300, weight_decay=0.0),
+    "345m": TrainDefaults(lr=7e-4, epochs=8, batch_size=128, warmup_steps=600, weight_decay=5.0, grad_accum=4),
 }
 
 

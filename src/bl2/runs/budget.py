@@ -1,4 +1,4 @@
-"""`bl2 budget RUN [--cap EPOCHS]`: the BabyLM training-budget ledger of a run dir. BabyLM allows at most 10
+"""`bl2 budget RUN [--cap-epochs N]`: the BabyLM training-budget ledger of a run dir. BabyLM allows at most 10
 epochs over the word budget and counts the text that helper models (teachers) were trained on, so the ledger
 lists the words each teacher was trained on (its own teachers included) and the run's own words seen, and
 expresses the total in epoch-equivalents of the corpus (train + val words of the DATA dir, or --corpus-words).
@@ -91,7 +91,7 @@ def print_ledger(led: dict, cap: float | None) -> None:
 
 def budget(run_dir, cap: float | None = None, corpus_words: int | None = None) -> bool:
     """Print the ledger; returns False when the run is over `cap` epoch-equivalents."""
-    require(cap is None or cap > 0, f"--cap must be > 0, got {cap}")
+    require(cap is None or cap > 0, f"--cap-epochs must be > 0, got {cap}")
     led = ledger(run_dir, corpus_words)
     print_ledger(led, cap)
     return not over_cap(led, cap)

@@ -118,7 +118,7 @@ def budget_section(summary: dict) -> list[str]:
     return ["## Training budget (BabyLM)", "", f"This model's words: {_fmt(summary.get('words_seen'))}; its teachers': "
             f"{_fmt(summary.get('teacher_words')) if summary.get('teacher_words') is not None else 'unknown'}; "
             f"total: {total}. BabyLM caps training at 10 epochs and counts teachers' training text "
-            "(`bl2 budget RUN --cap 10`).", ""]
+            "(`bl2 budget RUN --cap-epochs 10`).", ""]
 
 
 def hyperparameters(doc: dict, summary: dict) -> list[str]:

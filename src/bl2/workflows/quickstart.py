@@ -40,7 +40,7 @@ class QuickstartConfig:
     eval_limit: int | None = None  # pairs per subtask in eval blimp (None = all)
     device: str = "auto"  # auto | cpu | cuda | mps
     overwrite: bool = False  # replace an existing --out
-    extra: dict = field(default_factory=dict)  # further TrainConfig fields (tests: log_every, warmup, ...)
+    extra: dict = field(default_factory=dict)  # further TrainConfig fields (tests: log_every_steps, warmup_steps, ...)
 
     def __post_init__(self):
         real = [self.corpus, self.dev, self.blimp_dir]
@@ -127,7 +127,7 @@ def _train(cfg: QuickstartConfig, data: Path, out: Path, seed: int, cache: Path 
     from bl2.distill.run import distill, pretrain
 
     values = dict(preset=cfg.preset, seed=seed, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
-                  max_steps=cfg.max_steps, log_every=25, ckpt_every=10_000) | cfg.extra
+                  max_steps=cfg.max_steps, log_every_steps=25, ckpt_every_steps=10_000) | cfg.extra
     if cache is None:
         return pretrain(TrainConfig(**values), data, out, device=cfg.device)
     values |= dict(alpha=cfg.alpha, temperature=cfg.temperature, kl_reduction=cfg.kl_reduction)

@@ -77,7 +77,7 @@ def confirm(study_dir: Path, seeds: int = 3, device: str = "auto", storage: str 
     meta, study = load_study(study_dir, storage)
     best = best_trial(study)
     require(best is not None, f"study {meta['study_name']!r} has no complete trial yet")
-    cfg = TrainConfig(**record.read(trial_dir(study_dir, best.number))["config"])
+    cfg = TrainConfig.from_dict(record.read(trial_dir(study_dir, best.number))["config"])
     make_job = _job_maker(meta)
     kind = meta["settings"]["kind"]
     values = []

@@ -2,7 +2,7 @@
 
     lr:          {log_uniform: [1.0e-4, 1.0e-2]}     # low, high (both > 0), sampled on a log scale
     beta1:       {uniform: [0.8, 0.95]}             # low, high
-    warmup:      {int: [0, 400], step: 50}          # integers low..high (optional `step`, or `log: true`)
+    warmup_steps: {int: [0, 400], step: 50}         # integers low..high (optional `step`, or `log: true`)
     lr_schedule: {categorical: [cosine, linear]}    # a list of values
     temperature: {categorical: cache}               # student sweeps: the temperatures the cache offers
 
@@ -22,7 +22,7 @@ from bl2.distill.config import TrainConfig
 from bl2.errors import UserError, require
 
 DISTRIBUTIONS = ("log_uniform", "uniform", "int", "categorical")
-INTEGER = ("batch_size", "grad_accum", "epochs", "warmup")
+INTEGER = ("batch_size", "grad_accum", "epochs", "warmup_steps")
 FLOAT = ("lr", "beta1", "beta2", "eps", "weight_decay", "grad_clip", "attention_dropout")
 CHOICE = ("lr_schedule",)
 STUDENT_ONLY = {"alpha": float, "temperature": float, "kl_reduction": str}
@@ -94,10 +94,10 @@ class Space:
 
 def load_space(path: Path, base: TrainConfig, students: bool) -> Space:
     """Read and check a space file against the sweep's fixed config `base`."""
-    from bl2.distill.config import load_yaml
+    from bl2.distill.config import load_yaml, renamed
 
     path = Path(path)
-    raw = load_yaml(path)  # one-line errors for a missing file, bad YAML, not a mapping
+    raw = renamed(load_yaml(path))  # one-line errors for a missing file, bad YAML, not a mapping; old field names
     require(bool(raw), f"{path}: the space names no parameter")
     params = {name: _param(str(path), name, spec, students) for name, spec in raw.items()}
     space = Space(params, str(path))

@@ -64,13 +64,12 @@ class SweepConfig:
     base: TrainConfig  # fixed options of every trial; the space overrides what it names
     data: str | None = None  # teachers: DATA_DIR; students: optional (default: the cache's)
     cache: str | None = None  # students: the logit cache
-    cache_in_memory: str = "yes"  # students: decode the cache once into RAM (auto | yes | no)
     storage: str | None = None  # Optuna storage URL (default: sqlite:///STUDY/study.db); journal:PATH too
     study_name: str | None = None  # default: the study folder's name
     sampler_seed: int = 0  # TPE seed (worker w of the study uses sampler_seed + w)
     startup_trials: int = 10  # TPE's random trials before it models the results
     eta: int = 3  # Hyperband reduction factor (the reference's W&B sweep used 2)
-    min_resource: int | None = None  # Hyperband's first rung in steps (default: val_every, else 1)
+    min_resource: int | None = None  # Hyperband's first rung in steps (default: val_every_steps, else 1)
     heartbeat: float = 30.0  # seconds between a running trial's heartbeats
     device: str = "auto"
     extra: dict = field(default_factory=dict)  # recorded in study.json only
@@ -181,11 +180,11 @@ def run_sweep(cfg: SweepConfig) -> dict:
     from bl2.progress import console
 
     base = cfg.base
-    if base.val_every is None:
-        console.print("[yellow]warning: no --val-every: Hyperband's rungs are the epoch ends only")
+    if base.val_every_steps is None:
+        console.print("[yellow]warning: no --val-every-steps: Hyperband's rungs are the epoch ends only")
     space = load_space(cfg.space, base, students=cfg.kind == "students")
     make_job, space = _job_maker(cfg, space)
-    min_resource = cfg.min_resource or base.val_every or 1
+    min_resource = cfg.min_resource or base.val_every_steps or 1
     settings = _settings(cfg, space, min_resource)
     storage = cfg.storage or default_storage(cfg.study)
     name = cfg.study_name or cfg.study.resolve().name
@@ -236,7 +235,7 @@ def _job_maker(cfg: SweepConfig, space: Space):
         return (lambda c: pretrain_job(c, cfg.data)), space
     from bl2.cache.loader import open_cache
 
-    opened = open_cache(cfg.cache, cfg.cache_in_memory)
+    opened = open_cache(cfg.cache, cfg.base.cache_in_memory)
     reader = opened.reader
     grid = [float(reader.sample_temperature)] if reader.mode == "sample" else reader.temperatures
     space = space.with_temperatures(grid, continuous_ok=reader.mode == "full")
