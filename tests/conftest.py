@@ -123,7 +123,7 @@ def worker_pids(out: Path) -> dict[int, int]:
             env = dict(kv.split(b"=", 1) for kv in (proc / "environ").read_bytes().split(b"\0") if b"=" in kv)
         except OSError:
             continue
-        is_bl2 = any(b"bl2" in c for c in cmd[1:3])  # `-m bl2`, or a test driver of bl2 (drivers/)
+        is_bl2 = any(c == b"bl2" or c.endswith(b"slow_bl2.py") for c in cmd)  # `-m bl2`, or the test driver
         if str(out).encode() in cmd and is_bl2 and b"RANK" in env and b"torch.distributed.run" not in cmd:
             found[int(env[b"RANK"])] = int(proc.name)
     return found
@@ -155,3 +155,22 @@ def torchrun(*args: str, nproc: int = 2, extra_env: dict | None = None, wait: bo
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=TORCHRUN_TIMEOUT)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     return r
+
+
+TORCH_PROBE = """
+import sys
+from bl2.cli import app
+try:
+    app(sys.argv[1:], prog_name="bl2")
+except SystemExit:
+    pass
+print("TORCH" if "torch" in sys.modules else "NO-TORCH")
+"""
+
+
+def imports_torch(*args: str) -> tuple[bool, str]:
+    """Run `bl2 ARGS` in a fresh interpreter: (did it import torch?, its output)."""
+    r = subprocess.run([sys.executable, "-c", TORCH_PROBE, *map(str, args)], capture_output=True, text=True,
+                       timeout=120)
+    lines = r.stdout.strip().splitlines()
+    return bool(lines) and lines[-1] == "TORCH", r.stdout + r.stderr

@@ -7,8 +7,9 @@ Every row has a `kind` and a wall-clock `time` (Unix seconds):
   `tokens_seen` (optimizer steps x global batch_size x seq_len: the predicted positions so far) and `words_seen`
   (tokens_seen x the training split's words per token, rounded; absent when the DATA dir cannot tell);
 - `val`: one per validation: `step`, `epoch`, `val_ce`, `val_ppl`, `best_val_ce`;
-- `event`: `event` names it: `resume` (`step`, `checkpoint`), `stopped` (a hook ended the run early: `step`,
-  `reason`), `done` (`step`, `best_step`, `best_val_ce`, `train_s`, `stopped`, `tokens_seen`, `words_seen`, and
+- `event`: `event` names it: `resume` (`step`, `checkpoint`), `diverged` (a loss or gradient norm was not
+  finite: `step`, `reason`; the run stopped before that optimizer step), `stopped` (a hook ended the run early:
+  `step`, `reason`), `done` (`step`, `best_step`, `best_val_ce`, `train_s`, `stopped`, `tokens_seen`, `words_seen`, and
   the budget: `teacher_words`, `total_words` (own + teachers'; None when a teacher's is unknown),
   `epoch_equivalents` (total_words / corpus words); also run.json's `summary`).
 """

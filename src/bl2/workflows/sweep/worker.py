@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bl2.distill.config import TrainConfig
-from bl2.errors import UserError, require
+from bl2.errors import Diverged, UserError, require
 from bl2.workflows.sweep.space import Space, load_space
 
 KINDS = ("teachers", "students")
@@ -358,7 +358,7 @@ def run_trial(study, trial, space: Space, cfg: SweepConfig, make_job) -> bool:
             job = make_job(space.apply(cfg.base, values))
             job.info = {"sweep": info}
             summary = train(job, str(out), device=cfg.device, hooks=[PruningHook(trial)])
-        except UserError as e:  # this configuration cannot run (e.g. a batch larger than the data)
+        except (UserError, Diverged) as e:  # this configuration cannot run (a batch larger than the data, lr 1e30)
             error = str(e)
         except BaseException:  # Ctrl-C or a crash: fail the trial, queue its retry, stop this worker
             with contextlib.suppress(Exception):

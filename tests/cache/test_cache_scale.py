@@ -53,6 +53,7 @@ def one_rank(tmp_path_factory, data_dir, teachers) -> Path:
 
 
 # ---------------------------------------------------------------------------------------------- ranks
+@pytest.mark.slow
 def test_two_writers_equal_one(tmp_path, data_dir, teachers, one_rank):
     out = tmp_path / "two.zarr"
     torchrun(*cache_args(data_dir, teachers, out))
@@ -71,6 +72,7 @@ def committed_rows(out: Path) -> int:
         return 0
 
 
+@pytest.mark.slow
 def test_killed_rank_then_rerun_on_one_process(tmp_path, data_dir, teachers, one_rank):
     """SIGKILL one rank of a 2-process write after a shard is committed (torchrun stops the other); one
     process then finishes what is left, and the arrays equal an uninterrupted run's."""

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from conftest import assert_user_error, run_cli
+
+pytestmark = pytest.mark.slow  # the whole pipeline
 
 
 def test_quickstart_end_to_end(tmp_path):

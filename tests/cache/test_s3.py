@@ -17,6 +17,8 @@ from conftest import make_debug_model, run_cli
 
 from bl2.cache.reader import CacheReader
 
+pytestmark = pytest.mark.slow  # a moto S3 server and subprocesses
+
 BUCKET = "bl2-test"
 TIMEOUT = 240
 

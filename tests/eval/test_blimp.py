@@ -21,7 +21,7 @@ from bl2.eval.blimp import encode_sentences, evaluate_blimp, load_tokenizer, sum
 from bl2.eval.blimp_data import Pair, SubtaskPairs, index_sentences, load_suites
 from bl2.eval.blimp_scoring import pack_tries
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"  # ../shared/data from the repo root
+SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"  # ../shared/data from the repo root
 needs_shared = pytest.mark.skipif(not (SHARED / "blimp_filtered").is_dir(), reason="no ../shared/data")
 runner = CliRunner()
 

@@ -142,6 +142,7 @@ def windows_done(out: Path) -> int:
         return 0
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_is_identical(data_dir, teachers, root):
     """Kill a run after its first committed shard, rerun: same arrays as an uninterrupted run (4 shards)."""
     args = base_args(data_dir, teachers, "", "--k", "8", "--temperatures", "1,2", "--batch-size", "5")

@@ -116,6 +116,7 @@ def test_missing_evaluations_are_gaps(study, tmp_path):
     assert {p.name for p in (tmp_path / "bare").iterdir()} >= {"report.md", "fig1_metrics.svg", "curves.png"}
 
 
+@pytest.mark.slow
 def test_same_inputs_identical_files(study, tmp_path):
     make_report(study, tmp_path / "a")
     make_report(study, tmp_path / "b")

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import assert_user_error, make_debug_model, run_cli, slow_bl2
+from conftest import assert_user_error, imports_torch, make_debug_model, run_cli, slow_bl2
 
 from bl2.distill.config import TrainConfig
 from bl2.errors import UserError
@@ -114,6 +114,30 @@ def test_status_and_confirm(study, monkeypatch):
     assert confirm(study, seeds=2, device="cpu")["mean"] == result["mean"]
 
 
+def test_a_diverging_trial_fails_and_the_study_goes_on(tmp_path, data_dir):
+    """A trial whose loss overflows (lr 1e30, enqueued first) fails with the divergence as its note; the worker
+    goes on and the study still reaches --trials finished trials."""
+    import optuna
+
+    from bl2.workflows.sweep.results import trial_rows
+    from bl2.workflows.sweep.worker import default_storage, load_study
+
+    study = tmp_path / "study"
+    study.mkdir()
+    space = write(tmp_path / "space.yaml", "lr: {categorical: [1.0e30, 3.0e-3]}\nwarmup_steps: {int: [0, 0]}\n")
+    created = optuna.create_study(study_name=study.name, storage=default_storage(study), direction="minimize")
+    created.enqueue_trial({"lr": 1.0e30, "warmup_steps": 0})
+    teacher_sweep(study, space, data_dir, trials=2)
+    rows = trial_rows(load_study(study)[1])
+    assert rows[0]["state"] == "failed" and "not finite" in rows[0]["note"], rows[0]
+    assert sum(r["state"] in ("complete", "pruned") for r in rows) == 2
+
+
+def test_status_never_imports_torch(study):
+    torch, out = imports_torch("sweep", "status", study)
+    assert not torch and "finished" in out, out
+
+
 def start_worker(data_dir: Path, study: Path, space: Path, trials: int, sleep: float,
                  heartbeat: float = 1) -> subprocess.Popen:
     """`bl2 sweep teachers ...` in its own process group, every metrics row of a trial followed by `sleep` s."""
@@ -133,6 +157,7 @@ def wait_for_training(proc: subprocess.Popen, run_dir: Path, timeout: float = 12
         time.sleep(0.2)
 
 
+@pytest.mark.slow
 def test_killed_worker_then_rerun(tmp_path, data_dir):
     """kill -9 of a worker mid-trial; the rerun fails the lost trial, retries its configuration and finishes the
     study with exactly --trials finished trials, none twice."""
@@ -160,6 +185,7 @@ def test_killed_worker_then_rerun(tmp_path, data_dir):
     assert fresh and all(t.params != trials[0].params for t in fresh)
 
 
+@pytest.mark.slow
 def test_two_workers_share_one_sqlite_study(tmp_path, data_dir):
     """A worker process and this one, concurrently on one SQLite study: exactly --trials trials, both worked."""
     from optuna.trial import TrialState
@@ -253,7 +279,7 @@ def test_space_refusals(tmp_path, data_dir, text, fragment):
 def test_shipped_spaces_load():
     from bl2.workflows.sweep.space import load_space
 
-    root = Path(__file__).resolve().parents[1] / "sweeps"
+    root = Path(__file__).resolve().parents[2] / "sweeps"
     teacher = load_space(root / "teacher.yaml", TrainConfig(preset="tiny"), students=False)
     assert {"lr", "lr_schedule", "beta1", "beta2", "eps", "batch_size", "epochs", "warmup_steps", "weight_decay",
             "grad_clip", "attention_dropout"} == set(teacher.params)

@@ -21,7 +21,8 @@ from conftest import run_cli, torchrun, worker_pids
 
 from bl2.runs import metrics
 
-pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")]
 
 TRAIN = ["--preset", "debug", "--batch-size", "8", "--warmup-steps", "2", "--lr", "3e-3", "--log-every-steps", "1",
          "--device", "cpu"]

@@ -352,6 +352,7 @@ def test_second_writer_is_refused_with_the_holder_named(env, tmp_path):
     assert not stale.exists() and not list(outs["run dir"].glob("*lock*"))  # removed on a clean exit, never inside
 
 
+@pytest.mark.slow
 def test_two_cache_writers(env, tmp_path):
     """Two real `bl2 cache-logits` processes on one new --out: the second is refused, naming the first."""
     out = tmp_path / "c.zarr"
