@@ -57,6 +57,29 @@ def describe(info: dict | None) -> str:
             f"(`{info.get('command')}`)")
 
 
+def require_free(path: str | Path, what: str = "output") -> None:
+    """One-line UserError naming the holder when another process holds the lock of output `path` (checked before
+    anything else is said about the output: a run that is just starting may not have written it yet)."""
+    import fcntl
+
+    if is_remote(path):
+        return
+    lock = lock_path(Path(str(path)[len("file://"):] if str(path).startswith("file://") else str(path)))
+    try:
+        fd = os.open(lock, os.O_RDONLY)
+    except OSError:
+        return  # no lock file: nobody holds it
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise UserError(f"{what} {path} is in use by {describe(holder(path))}: wait for it to finish or stop "
+                        "it") from None
+    except OSError:
+        pass  # a filesystem without flock: hold() warns when it matters
+    finally:
+        os.close(fd)
+
+
 @contextmanager
 def hold(path: str | Path, what: str = "output"):
     """Hold the exclusive lock of output `path` for the block; UserError if another process holds it.

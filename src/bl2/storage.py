@@ -5,6 +5,7 @@ code wraps a location in `Path()` before asking here. Also: content hashes of lo
 from __future__ import annotations
 
 import hashlib
+from contextlib import contextmanager
 from pathlib import Path
 
 from bl2.errors import UserError, require
@@ -117,6 +118,8 @@ def filesystem(location: str | Path):
         return url_to_fs(str(location), **(storage_options(location) or {}))
     except ImportError as e:
         raise UserError(f"cannot open {location}: {e} (pip install 'bl2[remote]')") from None
+    except Exception as e:  # bad --storage-options (TypeError, ValueError)
+        raise UserError(f"cannot open {location} with --storage-options {_OPTIONS}: {cause(e)}") from None
 
 
 def _has_fsspec() -> bool:
@@ -125,25 +128,62 @@ def _has_fsspec() -> bool:
     return importlib.util.find_spec("fsspec") is not None
 
 
+def cause(e: BaseException) -> str:
+    """An exception as one short line (its type where the message alone says little)."""
+    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+@contextmanager
+def remote_errors(location: str | Path):
+    """Any failure of a remote operation (no server, wrong or no credentials, a missing bucket, bad storage
+    options) becomes one line naming the location and the cause: for a user these are settings to fix, and the
+    exceptions of botocore, s3fs and aiohttp are not a bl2 bug. Local paths are not touched."""
+    if not is_remote(location):
+        yield
+        return
+    try:
+        yield
+    except Exception as e:
+        if not _reaching_failure(e):
+            raise
+        raise UserError(f"cannot reach {location}: {cause(e)} (check the endpoint, the credentials and the bucket: "
+                        "AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, --storage-options)") from None
+
+
+def _reaching_failure(e: Exception) -> bool:
+    """An error of reaching remote storage: the OS's (connection, permission, no such bucket), one of the client
+    libraries' (botocore's NoCredentialsError, EndpointConnectionError, ClientError; aiohttp's), or a TypeError
+    from an option the filesystem does not take (fsspec connects lazily, so --storage-options fail at first use)."""
+    if isinstance(e, UserError):
+        return False
+    module = type(e).__module__.split(".")[0]
+    return isinstance(e, OSError | TypeError) or module in ("botocore", "aiobotocore", "aiohttp", "s3fs", "fsspec",
+                                                             "gcsfs")
+
+
 def exists(location: str | Path) -> bool:
     if not is_remote(location):
         return local_path(location).exists()
     fs, path = filesystem(location)
-    return fs.exists(path)
+    with remote_errors(location):
+        return fs.exists(path)
 
 
 def is_dir(location: str | Path) -> bool:
     if not is_remote(location):
         return local_path(location).is_dir()
     fs, path = filesystem(location)
-    return fs.isdir(path)
+    with remote_errors(location):
+        return fs.isdir(path)
 
 
 def read_bytes(location: str | Path) -> bytes:
     if not is_remote(location):
         return local_path(location).read_bytes()
     fs, path = filesystem(location)
-    return fs.cat_file(path)
+    with remote_errors(location):
+        return fs.cat_file(path)
 
 
 def size(location: str | Path) -> int | None:
@@ -153,9 +193,12 @@ def size(location: str | Path) -> int | None:
         return p.stat().st_size if p.is_file() else None
     fs, path = filesystem(location)
     try:
-        return int(fs.size(path))
-    except FileNotFoundError:
-        return None
+        with remote_errors(location):
+            return int(fs.size(path))
+    except UserError:
+        if not fs.exists(path):
+            return None
+        raise
 
 
 def tree_nbytes(location: str | Path) -> int:
@@ -164,7 +207,8 @@ def tree_nbytes(location: str | Path) -> int:
         root = local_path(location)
         return sum(f.stat().st_size for f in root.rglob("*") if f.is_file()) if root.is_dir() else 0
     fs, path = filesystem(location)
-    return int(fs.du(path)) if fs.exists(path) else 0
+    with remote_errors(location):
+        return int(fs.du(path)) if fs.exists(path) else 0
 
 
 def remove_tree(location: str | Path) -> None:
@@ -175,7 +219,8 @@ def remove_tree(location: str | Path) -> None:
         shutil.rmtree(local_path(location))
         return
     fs, path = filesystem(location)
-    fs.rm(path, recursive=True)
+    with remote_errors(location):
+        fs.rm(path, recursive=True)
 
 
 def upload_tree(local_dir: str | Path, location: str | Path, last: str | None = None) -> None:
@@ -185,8 +230,9 @@ def upload_tree(local_dir: str | Path, location: str | Path, last: str | None = 
     root = Path(local_dir)
     files = sorted(f for f in root.rglob("*") if f.is_file())
     files.sort(key=lambda f: str(f.relative_to(root)) == last)
-    for f in files:
-        fs.put_file(str(f), f"{path.rstrip('/')}/{f.relative_to(root).as_posix()}")
+    with remote_errors(location):
+        for f in files:
+            fs.put_file(str(f), f"{path.rstrip('/')}/{f.relative_to(root).as_posix()}")
 
 
 def fetch_files(location: str | Path, names: tuple[str, ...], dest: str | Path) -> Path:
@@ -200,10 +246,31 @@ def fetch_files(location: str | Path, names: tuple[str, ...], dest: str | Path) 
     return dest
 
 
+def settle_zarr_io(timeout: float = 10.0) -> None:
+    """After a zarr read failed (a corrupt or truncated chunk), wait for the sibling tasks that read was running
+    on zarr's I/O event loop: left pending, asyncio reports each at interpreter exit ("Task was destroyed but it
+    is pending!", "Event loop is closed"), pages of noise after the one line that says what is wrong."""
+    import asyncio
+
+    from zarr.core.sync import sync
+
+    async def drain():
+        others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        if others:
+            await asyncio.wait(others, timeout=timeout)
+
+    try:
+        sync(drain())
+    except Exception:  # best effort: the error being reported matters, not this
+        pass
+
+
 def open_zarr_group(location: str | Path, mode: str = "r", **kw):
     """zarr.open_group for a local path or a URL (fsspec store with this process's storage options)."""
     import zarr
 
     if is_remote(location):
-        return zarr.open_group(str(location), mode=mode, storage_options=storage_options(location), **kw)
+        filesystem(location)  # bad --storage-options: one line here rather than deep inside zarr
+        with remote_errors(location):
+            return zarr.open_group(str(location), mode=mode, storage_options=storage_options(location), **kw)
     return zarr.open_group(str(local_path(location)), mode=mode, **kw)

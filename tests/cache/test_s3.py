@@ -139,3 +139,89 @@ def test_distill_streams_from_s3_and_verify_catches_corruption(s3, s3_data, teac
     fs.pipe_file(key, bytes(blob))
     r = run_cli("cache", "verify", url)
     assert r.exit_code == 1 and "FAIL" in r.stdout, r.stdout
+
+
+@pytest.fixture
+def fresh_s3fs():
+    """s3fs caches its filesystems by options: tests that change the environment (endpoint, credentials) get a
+    new one."""
+    import s3fs
+
+    s3fs.S3FileSystem.clear_instance_cache()
+    yield
+    s3fs.S3FileSystem.clear_instance_cache()
+
+
+def s3_commands(url: str, model, out) -> dict[str, list]:
+    """Every kind of command that reads or writes object storage, pointed at `url`."""
+    return {"cache info": ["cache", "info", f"{url}/c.zarr"],
+            "cache verify": ["cache", "verify", f"{url}/c.zarr"],
+            "eval loss": ["eval", "loss", model, "--data", f"{url}/DATA", "--device", "cpu"],
+            "distill": ["distill", "--cache", f"{url}/c.zarr", "--out", out / "s", "--preset", "debug"],
+            "pretrain": ["pretrain", "--data", f"{url}/DATA", "--out", out / "p", "--preset", "debug"],
+            "cache-logits": ["cache-logits", "--data", f"{url}/DATA", "--teachers", model, "--out", out / "c.zarr"]}
+
+
+@pytest.mark.parametrize("case", ["no server", "no credentials", "bad storage options", "missing bucket"])
+def test_unreachable_storage_is_one_line(s3, s3_data, debug_model_dir, tmp_path, monkeypatch, fresh_s3fs, case):
+    """No server at the endpoint, no credentials, --storage-options fsspec refuses, or a bucket that does not
+    exist: one line naming the location and the cause, exit 2, before any work (nothing written locally)."""
+    from conftest import assert_user_error
+
+    extra, url = [], s3
+    if case == "no server":
+        monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # the discard port: nothing listens
+        monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    elif case == "no credentials":
+        for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+            monkeypatch.delenv(var, raising=False)
+        monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+        monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    elif case == "bad storage options":
+        extra = ["--storage-options", '{"no_such_option": 1}']
+    else:
+        url = "s3://bl2-no-such-bucket"
+    fragment = {"bad storage options": "--storage-options", "missing bucket": "bl2-no-such-bucket"}.get(case,
+                                                                                                     "cannot reach")
+    for name, args in s3_commands(url, debug_model_dir, tmp_path / "out").items():
+        r = run_cli(*args, *extra)
+        assert_user_error(r, fragment)
+        assert not (tmp_path / "out").exists(), name
+
+
+def test_unfinished_prepare_upload_is_recognised(s3, corpus_dirs):
+    """A prepare killed after uploading the tokenizer (before the store's marker, uploaded last): the rerun
+    names it an unfinished upload, and --overwrite replaces it; a stranger's object is never replaced."""
+    from conftest import assert_user_error
+
+    from bl2 import storage
+    from bl2.data.store import TokenStore
+
+    url = f"{s3}/partial"
+    fs, path = storage.filesystem(url)
+    fs.pipe_file(f"{path}/tokenizer.json", b"{}")
+    args = ["prepare", corpus_dirs[0], "--dev", corpus_dirs[1], "--out", url, "--vocab-size", "400"]
+    assert_user_error(run_cli(*args), "unfinished upload")
+    r = run_cli(*args, "--overwrite")
+    assert r.exit_code == 0, r.stderr
+    assert TokenStore(url).n_tokens("train") > 0
+    fs.pipe_file(f"{path}-mixed/notes.txt", b"mine")
+    assert_user_error(run_cli(*args[:4], "--out", f"{url}-mixed", "--overwrite"), "not a bl2 DATA dir")
+    assert fs.cat_file(f"{path}-mixed/notes.txt") == b"mine"
+
+
+def test_remote_tokenizer_is_fetched_once_into_the_cache_folder(s3_data, tmp_path, monkeypatch):
+    """A remote DATA dir's tokenizer goes to ~/.cache/bl2/tokenizers/SHA once, checked against its sha256; no
+    temporary folder is left per run."""
+    import tempfile
+    from pathlib import Path
+
+    from bl2.data.store import TokenStore
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    before = set(Path(tempfile.gettempdir()).glob("bl2-tokenizer-*"))
+    stores = [TokenStore(s3_data) for _ in range(2)]
+    dirs = {s.tokenizer_dir for s in stores}
+    assert dirs == {str(tmp_path / "cache" / "bl2" / "tokenizers" / stores[0].tokenizer_sha256)}
+    assert set(Path(tempfile.gettempdir()).glob("bl2-tokenizer-*")) == before
+    assert [p.name for p in (tmp_path / "cache" / "bl2" / "tokenizers").iterdir()] == [stores[0].tokenizer_sha256]

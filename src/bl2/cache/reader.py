@@ -189,6 +189,7 @@ class CacheReader:
         try:
             return self._arrays[name][start:stop]
         except Exception as e:  # crc32c mismatch (ValueError), truncated shard, undecodable chunk
+            storage.settle_zarr_io()
             raise UserError(f"cache {self.path}: array {name} rows {start}:{stop} is corrupt "
                             f"({_first_line(e)})") from None
 

@@ -148,8 +148,8 @@ def cache_compare(
 
     require(windows is None or windows >= 1, f"--windows must be >= 1, got {windows}")
     if out is not None:
-        require(overwrite or not out.exists(), f"{out} exists; pass --overwrite to replace it")
         require_writable_file(out, "--out")
+        require(overwrite or not out.exists(), f"{out} exists; pass --overwrite to replace it")
     compare(sparse, full, max_windows=windows, out=out)
 
 

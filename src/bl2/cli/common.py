@@ -41,7 +41,6 @@ def user_errors(fn):
 
 def _say(error: Exception) -> None:
     from bl2.runtime import dist_env
-
     env = dist_env()
     if env.rank == 0 or not getattr(error, "shared", False):
         prefix = "" if env.world_size == 1 or env.rank == 0 else f"[rank {env.rank}] "
@@ -61,12 +60,14 @@ ENSEMBLE_RULES = {"logit-mean": "logit_mean", "prob-mean": "prob_mean"}
 
 
 def use_storage_options(value: str | None) -> None:
-    """Apply --storage-options for every remote location of this process."""
+    """Apply --storage-options for every remote location of this process (none given: none, so a command never
+    inherits the options of an earlier one run in the same process)."""
     import json
 
     from bl2 import storage
 
     if value is None:
+        storage.configure({})
         return
     try:
         options = json.loads(value)

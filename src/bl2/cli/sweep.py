@@ -99,8 +99,8 @@ def sweep_status(
     from bl2.workflows.sweep.results import sweep_status as run
 
     if out is not None:
-        require(overwrite or not out.exists(), f"{out} exists; pass --overwrite to replace it")
         require_writable_file(out, "--out")
+        require(overwrite or not out.exists(), f"{out} exists; pass --overwrite to replace it")
     result = run(study, storage)
     if out is not None:
         write_text_atomic(out, json.dumps(result, indent=2, default=str))

@@ -46,15 +46,39 @@ def is_data_dir(path: Path) -> bool:
     return isinstance(meta, dict) and "bl2_token_store" in (meta.get("attributes") or {})
 
 
+def foreign_entries(path: Path) -> list[str]:
+    """What a DATA dir holds that `bl2 prepare` did not write there (a user's file --overwrite must not delete):
+    anything but the tokenizer files and tokens.zarr, and anything in tokens.zarr but its metadata and splits."""
+    from bl2.data.store import SPLITS
+    from bl2.data.tokenizer import TOKENIZER_FILES
+
+    path = Path(path)
+    out = [p.name for p in path.iterdir() if p.name not in (*TOKENIZER_FILES, STORE_NAME)]
+    store = path / STORE_NAME
+    if store.is_dir():
+        out += [f"{STORE_NAME}/{p.name}" for p in store.iterdir() if p.name not in ("zarr.json", *SPLITS)]
+    return sorted(out)
+
+
 def check_remote_output(out: str, overwrite: bool) -> None:
-    """A URL --out: refuse an existing DATA dir without --overwrite, and objects that are not a DATA dir."""
+    """A URL --out: refuse an existing DATA dir without --overwrite, and objects that are not a DATA dir. A prefix
+    holding only what bl2 prepare uploads but not its marker (uploaded last) is a killed upload of bl2's: it is
+    replaced with --overwrite."""
     from bl2 import storage
+    from bl2.data.tokenizer import TOKENIZER_FILES
 
     if storage.exists(storage.join(out, STORE_MARKER)):
         require(overwrite, f"{out} already exists; pass --overwrite to replace it")
         return
     fs, path = storage.filesystem(out)
-    require(not fs.exists(path) or not fs.ls(path), f"{out} holds objects that are not a bl2 DATA dir; refusing")
+    with storage.remote_errors(out):
+        names = [f[len(path.rstrip("/")) + 1:] for f in fs.find(path)] if fs.exists(path) else []
+    if not names:
+        return
+    ours = all(n in TOKENIZER_FILES or n.startswith(f"{STORE_NAME}/") for n in names)
+    require(ours, f"{out} holds objects that are not a bl2 DATA dir ({names[0]}, ...); refusing")
+    require(overwrite, f"{out} holds an unfinished upload of bl2 prepare (no {STORE_MARKER}: the upload was "
+            "interrupted); pass --overwrite to replace it")
 
 
 def check_output(out_dir: str | Path, overwrite: bool) -> None:
@@ -72,6 +96,9 @@ def check_output(out_dir: str | Path, overwrite: bool) -> None:
         require(is_data_dir(out_dir) or not any(out_dir.iterdir()),
                 f"--out {out_dir} is not a DATA_DIR made by bl2 prepare (no {STORE_NAME} with the bl2_token_store "
                 "attribute): refusing to replace it")
+        foreign = foreign_entries(out_dir)
+        require(not foreign, f"--out {out_dir} holds files bl2 prepare did not write ({', '.join(foreign[:3])}"
+                + (", ..." if len(foreign) > 3 else "") + "): refusing to replace it; move them away first")
     parent = out_dir.resolve().parent
     require(parent.is_dir(), f"output parent directory does not exist: {parent}")
     require(os.access(parent, os.W_OK), f"output directory is not writable: {parent}")
@@ -116,6 +143,11 @@ def prepare(cfg: PrepareConfig) -> dict:
     devs = load_sources(find_files(cfg.dev_dir, DEV_SUFFIXES, "dev"))
     require(bool(devs), f"every dev file in {cfg.dev_dir} is empty")
     texts = _split_texts(sources, cfg.val_fraction, devs)
+    for split in ("train", "val"):
+        lines = sum(len([x for x in lines if x.strip()]) for _, lines in texts[split])
+        require(lines > 0, f"the {split} split is empty: the {sum(len(s.lines) for s in sources)} lines of "
+                f"{cfg.corpus_dir} leave no text for it at --val-fraction {cfg.val_fraction}; give more text or "
+                "another --val-fraction")
     if storage.is_remote(cfg.out_dir):  # object stores have no locks (README): built locally, then uploaded
         tok = train_tokenizer((line for src in sources for line in src.lines), cfg.vocab_size)
         tmp = Path(tempfile.mkdtemp(prefix=".bl2-data."))
@@ -149,6 +181,11 @@ def _write_data(cfg: PrepareConfig, tok, texts: dict, tmp: Path) -> tuple[dict, 
     from bl2.data.tokenizer import FastEncoder, save_hf_tokenizer, tokenizer_sha256
     from bl2.progress import make_progress
 
+    if tok.get_vocab_size() < cfg.vocab_size:
+        from bl2.progress import console
+
+        console.print(f"[yellow]warning:[/] the corpus supports a vocabulary of {tok.get_vocab_size()} tokens only "
+                      f"(--vocab-size {cfg.vocab_size} asked for more: too little text for more merges)")
     save_hf_tokenizer(tok, tmp)
     encoder = FastEncoder(tok)
     total_chars = sum(len(line) + 1 for files in texts.values() for _, lines in files for line in lines)
@@ -195,7 +232,7 @@ def _upload(local: Path, out: str) -> None:
     bl2 marker attrs) goes last, so a reader never finds a half-uploaded DATA dir that looks complete."""
     from bl2 import storage
 
-    if storage.exists(storage.join(out, STORE_MARKER)):  # only reached with --overwrite
+    if storage.exists(out):  # only reached with --overwrite: a DATA dir, or bl2's own unfinished upload
         storage.remove_tree(out)
     storage.upload_tree(local, out, last=STORE_MARKER)
 

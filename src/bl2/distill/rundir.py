@@ -24,10 +24,15 @@ from bl2.storage import local_path, require_writable_dir
 METRICS = metrics.FILENAME
 
 
-def preflight(path: str | Path, resume: bool, overwrite: bool) -> Path:
-    """Every check of --out that needs no job, before anything heavy is loaded; touches nothing."""
+def preflight(path: str | Path, resume: bool, overwrite: bool, check_lock: bool = True) -> Path:
+    """Every check of --out that needs no job, before anything heavy is loaded; touches nothing. First: is another
+    process writing it? (A run that is starting may not have written anything yet.)"""
+    from bl2.locks import require_free
+
     path = local_path(path, "a run dir (--out)")
     require(not (resume and overwrite), "--resume and --overwrite exclude each other")
+    if check_lock:
+        require_free(path, "run dir")
     require(not path.exists() or path.is_dir(), f"--out {path} is a file, not a run dir")
     is_new = not path.exists() or not any(path.iterdir())  # an empty dir is new
     if resume:
@@ -73,7 +78,7 @@ class RunDir:
         if not writer:
             self.path = local_path(path, "a run dir (--out)")
             return
-        self.path = preflight(path, resume, overwrite)  # again: the lock is held now
+        self.path = preflight(path, resume, overwrite, check_lock=False)  # again: we hold the lock now
         if resume:
             self._check_identity()
         elif record.is_run_dir(self.path):  # --overwrite of a bl2 run dir holding only bl2's files (checked above)

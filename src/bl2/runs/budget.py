@@ -13,13 +13,28 @@ from pathlib import Path
 
 from bl2.errors import require
 from bl2.runs import record
-from bl2.runs.ledger import recorded_words, teacher_budgets
+from bl2.runs.ledger import count, recorded_words, teacher_budgets
 
 
 def _teachers_of(doc: dict) -> list[str]:
     """Teacher dirs of a distilled run: its recorded paths (identities hold only the weights' hashes)."""
     recorded = [t.get("path") for t in (doc.get("budget") or {}).get("teachers") or []]
     return [p for p in recorded or (doc.get("paths") or {}).get("teachers") or [] if p]
+
+
+def _unknown_teachers(doc: dict) -> list[dict]:
+    """A distilled run older than the budget record whose teacher dirs are not recorded: its teachers still
+    count, as unknowns (one per teacher its identity names), so the total is a lower bound and says so."""
+    from bl2.progress import console
+
+    ident = doc.get("identity") or {}
+    if not str(ident.get("command", "")).startswith("distill"):
+        return []
+    shas = (ident.get("cache") or {}).get("teacher_sha256") or ident.get("teachers") or [None]
+    console.print("[yellow]warning:[/] this distilled run does not record its teachers' dirs or words (a run older "
+                  "than the budget record): they are counted as unknown")
+    return [{"path": f"unknown (weights {str(sha)[:12]})" if sha else "unknown", "total_words": None,
+             "source": "unknown"} for sha in shas]
 
 
 def _corpus_words(doc: dict) -> int | None:
@@ -40,10 +55,13 @@ def ledger(run_dir, corpus_words: int | None = None) -> dict:
     doc = record.read(run_dir)
     budget = doc.get("budget")
     teachers = budget["teachers"] if budget is not None else teacher_budgets(_teachers_of(doc))
-    corpus = corpus_words or (budget or {}).get("corpus_words") or _corpus_words(doc)
+    if budget is None and not teachers:
+        teachers = _unknown_teachers(doc)
+    where = f"{record.path_of(run_dir)} budget"
+    corpus = corpus_words or count((budget or {}).get("corpus_words"), f"{where}.corpus_words") or _corpus_words(doc)
     own = recorded_words(run_dir) or {}
-    rows = [{"model": f"teacher {i + 1}", "path": t["path"], "words": t.get("total_words"), "source": t.get("source")}
-            for i, t in enumerate(teachers)]
+    rows = [{"model": f"teacher {i + 1}", "path": t["path"], "words": count(t.get("total_words"), f"{where}.teachers"),
+             "source": t.get("source")} for i, t in enumerate(teachers)]
     rows.append({"model": "this run", "path": str(run_dir), "words": own.get("words_seen"),
                  "source": own.get("source")})
     for row in rows:

@@ -58,13 +58,25 @@ def recorded_words(run_dir) -> dict | None:
         return None
     summary = doc.get("summary") or {}
     if summary.get("words_seen") is not None:
-        return {"words_seen": summary["words_seen"], "total_words": summary.get("total_words"), "source": "run.json"}
+        where = f"{record.path_of(run_dir)} summary"
+        return {"words_seen": count(summary["words_seen"], f"{where}.words_seen"),
+                "total_words": count(summary.get("total_words"), f"{where}.total_words"), "source": "run.json"}
     own = words_from_metrics(run_dir, doc)
     teachers = (doc.get("budget") or {}).get("teachers")
     distilled = str(doc.get("identity", {}).get("command", "")).startswith("distill")
     upstream = None if distilled and teachers is None else teachers_total(teachers)
     total = None if own is None or upstream is None else own + upstream
     return {"words_seen": own, "total_words": total, "source": "metrics.jsonl (run in progress or older bl2)"}
+
+
+def count(value, where: str) -> int | None:
+    """A recorded word count: a whole non-negative number, or None; anything else is a one-line error naming
+    the record (a hand-edited or damaged run.json)."""
+    if value is None:
+        return None
+    require(isinstance(value, int | float) and not isinstance(value, bool) and value >= 0 and value == int(value),
+            f"{where} is not a word count: {value!r}")
+    return int(value)
 
 
 def words_from_metrics(run_dir, doc: dict) -> int | None:
@@ -96,7 +108,7 @@ def data_words_per_token(doc: dict) -> float | None:
 
 def teachers_total(teachers) -> int | None:
     """Sum of the teachers' total words; None when any is unknown."""
-    totals = [t.get("total_words") for t in teachers or []]
+    totals = [count(t.get("total_words"), f"the teacher record {t.get('path')}") for t in teachers or []]
     return None if any(t is None for t in totals) else sum(totals)
 
 

@@ -62,10 +62,23 @@ def check_out(out: Path, overwrite: bool) -> None:
     require((out / MARKER).is_file(), f"{out} is not a quickstart folder (no {MARKER}); refusing to overwrite it")
 
 
+def check_inputs(cfg: QuickstartConfig) -> None:
+    """Real data: the corpus, dev and evaluation folders are checked before anything runs (not after an hour)."""
+    if cfg.corpus is None:
+        return
+    from bl2.data.corpus import DEV_SUFFIXES, TRAIN_SUFFIXES, find_files
+    from bl2.eval.blimp_data import suite_folders
+
+    find_files(Path(cfg.corpus), TRAIN_SUFFIXES, "corpus")
+    find_files(Path(cfg.dev), DEV_SUFFIXES, "dev")
+    suite_folders(Path(cfg.blimp_dir), "all")
+
+
 def quickstart(cfg: QuickstartConfig) -> dict:
     from bl2.locks import hold
 
     out = Path(cfg.out)
+    check_inputs(cfg)
     check_out(out, cfg.overwrite)
     with hold(out, "quickstart folder"):
         check_out(out, cfg.overwrite)  # again, under the lock

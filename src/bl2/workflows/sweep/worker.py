@@ -78,8 +78,11 @@ class SweepConfig:
         require(self.kind in KINDS, f"sweep kind must be one of {', '.join(KINDS)}")
         require(self.trials >= 1, f"--trials must be >= 1, got {self.trials}")
         require(self.eta >= 2, f"--eta must be >= 2, got {self.eta}")
-        require(self.min_resource is None or self.min_resource >= 1, "--min-resource must be >= 1")
-        require(self.heartbeat > 0, "--heartbeat must be > 0")
+        require(self.min_resource is None or self.min_resource >= 1, "--min-resource-steps must be >= 1")
+        require(self.heartbeat > 0, "--heartbeat-s must be > 0")
+        require(self.sampler_seed >= 0, f"--sampler-seed must be >= 0, got {self.sampler_seed}")
+        require(not Path(self.study).exists() or Path(self.study).is_dir(),
+                f"--study {self.study} is a file, not a study folder")
         require(self.startup_trials >= 0, "--startup-trials must be >= 0")
         if self.kind == "teachers":
             require(self.data is not None, "bl2 sweep teachers needs --data DATA_DIR")
@@ -99,6 +102,8 @@ def make_storage(url: str):
     if url.startswith("journal:"):
         from optuna.storages.journal import JournalFileBackend
 
+        folder = Path(url[len("journal:"):]).absolute().parent
+        require(folder.is_dir(), f"cannot open Optuna storage {url!r}: the folder {folder} does not exist")
         return optuna.storages.JournalStorage(JournalFileBackend(url[len("journal:"):]))
     kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
     try:
@@ -123,7 +128,13 @@ def study_lock(study: Path):
 def read_meta(study: Path) -> dict:
     path = Path(study) / STUDY_JSON
     require(path.is_file(), f"{study} is not a bl2 sweep study (no {STUDY_JSON})")
-    return json.loads(path.read_text())
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise UserError(f"{path} is unreadable ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+    require(isinstance(meta, dict) and all(k in meta for k in ("study_name", "storage", "settings")),
+            f"{path} is not a bl2 study record (no study_name, storage and settings)")
+    return meta
 
 
 def load_study(study: Path, storage: str | None = None, sampler=None, pruner=None):
@@ -154,7 +165,7 @@ def _open_or_create(cfg: SweepConfig, settings: dict, storage: str, name: str):
     optuna = require_optuna()
     path = cfg.study / STUDY_JSON
     if path.is_file():
-        meta = json.loads(path.read_text())
+        meta = read_meta(cfg.study)
         diff = sorted(k for k in settings if meta.get("settings", {}).get(k) != settings[k])
         require(not diff, f"{cfg.study} is a study with other settings ({', '.join(diff)} differ); "
                 "use another --study")
