@@ -192,6 +192,12 @@ def report(args, results: dict[str, list[dict]]) -> dict:
     return summary
 
 
+def machine_info() -> dict:
+    from bl2.runtime import machine_info as info
+
+    return info()
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", type=Path, required=True)
@@ -228,9 +234,11 @@ def main() -> None:
                       f" step peak RSS {last['step_peak_rss_mb'] or 0:.0f} MiB, process peak "
                       f"{last['peak_rss_mb']:.0f} MiB", flush=True)
     summary = report(args, results)
+    machine = machine_info()
+    print("machine: " + ", ".join(f"{k} {v}" for k, v in machine.items()))
     if args.out_json:
-        args.out_json.write_text(json.dumps({"summary": summary, "runs": results, "args": vars(args)}, indent=2,
-                                            default=str))
+        args.out_json.write_text(json.dumps({"summary": summary, "machine": machine, "runs": results,
+                                             "args": vars(args)}, indent=2, default=str))
 
 
 if __name__ == "__main__":

@@ -71,12 +71,53 @@ def git_sha() -> str | None:
     return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
 
 
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo on Linux; platform's guess elsewhere)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cpu_caches() -> dict[str, str]:
+    """The first core's data caches by level, as Linux reports them ({"L1d": "48K", "L2": "2048K", ...})."""
+    out = {}
+    for index in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
+        try:
+            level, kind = (index / "level").read_text().strip(), (index / "type").read_text().strip()
+            if kind != "Instruction":
+                out[f"L{level}" + ("d" if kind == "Data" else "")] = (index / "size").read_text().strip()
+        except OSError:
+            continue
+    return out
+
+
 def device_name(device: str) -> str:
     import torch
 
     if device_type(device) == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"{platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)"
+    return f"{cpu_model()} ({torch.get_num_threads()} threads)"
+
+
+def machine_info() -> dict:
+    """What a CPU timing depends on, for benchmark outputs: the CPU, its cores, torch and its BLAS build, the
+    vector instructions torch's kernels use, and the thread settings."""
+    import re
+
+    import torch
+
+    blas = re.search(r"BLAS_INFO=([^,\s]+)", torch.__config__.show())
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"cpu": cpu_model(), "cores": cores, "caches": cpu_caches(), "machine": platform.machine(),
+            "torch": torch.__version__,
+            "blas": blas and blas.group(1), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "torch_threads": torch.get_num_threads(), "interop_threads": torch.get_num_interop_threads(),
+            "env": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "ATEN_CPU_CAPABILITY",
+                                                   "OMP_WAIT_POLICY") if os.environ.get(k)}}
 
 
 def provenance(device: str = "cpu") -> dict:
