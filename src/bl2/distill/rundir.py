@@ -28,10 +28,11 @@ def preflight(path: str | Path, resume: bool, overwrite: bool, check_lock: bool 
     """Every check of --out that needs no job, before anything heavy is loaded; touches nothing. First: is another
     process writing it? (A run that is starting may not have written anything yet.)"""
     from bl2.locks import require_free
+    from bl2.runtime import dist_env
 
     path = local_path(path, "a run dir (--out)")
     require(not (resume and overwrite), "--resume and --overwrite exclude each other")
-    if check_lock:
+    if check_lock and dist_env().rank == 0:  # under torchrun rank 0 takes the lock: other ranks would see it held
         require_free(path, "run dir")
     require(not path.exists() or path.is_dir(), f"--out {path} is a file, not a run dir")
     is_new = not path.exists() or not any(path.iterdir())  # an empty dir is new
