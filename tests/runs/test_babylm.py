@@ -274,6 +274,11 @@ def test_sequence_classification_loads_and_fine_tunes(marked_run):
     run_dir = marked_run[0]
     assert json.loads((run_dir / "tokenizer_config.json").read_text())["padding_side"] == "right"
     tok = AutoTokenizer.from_pretrained(str(run_dir))
+    # portable to transformers 4.x (the BabyLM 2025 pipeline pins 4.51.3; bench_zero_shot.py loads it there)
+    tok_config = json.loads((run_dir / "tokenizer_config.json").read_text())
+    assert tok_config["tokenizer_class"] == "PreTrainedTokenizerFast" and tok_config["add_prefix_space"] is True
+    assert tok_config["model_max_length"] == json.loads((run_dir / "config.json").read_text())["max_position_embeddings"]
+    assert "backend" not in tok_config
     torch.manual_seed(0)
     model = AutoModelForSequenceClassification.from_pretrained(str(run_dir), num_labels=2)
     assert tok.pad_token == "<pad>" and tok.padding_side == "right"

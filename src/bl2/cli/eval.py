@@ -1,4 +1,5 @@
-"""`bl2 eval loss|blimp`: score model dirs (several = each and their direct ensemble)."""
+"""`bl2 eval loss|blimp` (and, from cli/zero_shot.py, `eval zero-shot|ewok|entity-tracking|wug|comps|reading`):
+score model dirs (several = each and their direct ensemble)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import typer
 from bl2.cli.common import DeviceOpt, OverwriteOpt, StorageOpt, split_list, use_storage_options, user_errors
 from bl2.errors import UserError, require
 
-eval_app = typer.Typer(help="Evaluate model dirs: held-out loss, BLiMP minimal pairs.", no_args_is_help=True)
+eval_app = typer.Typer(help="Evaluate model dirs: held-out loss, BLiMP minimal pairs, the BabyLM 2025 zero-shot suite.",
+                       no_args_is_help=True)
 ModelsArg = Annotated[str, typer.Argument(
     metavar="MODEL_DIR[,MODEL_DIR..]",
     help="Any Hugging Face causal-LM dir(s) with a tokenizer. Several = the direct ensemble (raw logits averaged, "
@@ -87,4 +89,7 @@ def eval_blimp(
 
 
 def register(app: typer.Typer) -> None:
+    from bl2.cli import zero_shot
+
+    zero_shot.register(eval_app)
     app.add_typer(eval_app, name="eval")

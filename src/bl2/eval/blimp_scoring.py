@@ -90,51 +90,62 @@ class Packed:
         return mask.masked_fill_(~seen.unsqueeze(1), torch.finfo(dtype).min)
 
 
-def matched_prefix(kids: list[dict], seq: list[int]) -> int:
-    """How many of seq's input prefixes beyond BOS are already nodes of the trie."""
-    node = 0
+def matched_prefix(roots: dict, kids: list[dict], seq: list[int]) -> int:
+    """How many of seq's input prefixes (seq[:1], seq[:2], .. seq[:-1]) are already nodes of the forest."""
+    table = roots
     for n, token in enumerate(seq[:-1]):
-        node = kids[node].get(token)
+        node = table.get(token)
         if node is None:
             return n
+        table = kids[node]
     return max(len(seq) - 1, 0)
 
 
-def pack_tries(seqs: list[list[int]], bos: int, row_nodes: int = ROW_NODES) -> Packed:
-    """Insert the sentences (best in lexicographic order, so shared prefixes meet) into per-row tries."""
+def pack_forest(seqs: list[list[int]], scored: list, row_nodes: int = ROW_NODES) -> Packed:
+    """Pack whole token sequences (as the model reads them) into per-row prefix forests: each distinct input
+    prefix is one node; a sequence's first token is a root (its own parent, position 0). Target j of
+    sequence i (token seqs[i][j], j >= 1, for j in scored[i]) is read from the node of prefix seqs[i][:j].
+    Sequences are best given in lexicographic order, so shared prefixes meet."""
     import torch
 
-    trie_rows: list[tuple[list, list, list]] = []  # (tokens, parents, depths) per row
+    rows: list[tuple[list, list, list]] = []  # (tokens, parents, depths) per row
+    roots: dict = {}
     kids: list[dict] = []
     targets: list[tuple[int, int, int, int]] = []
-    for owner, seq in enumerate(seqs):
-        new_nodes = max(len(seq) - 1, 0) - matched_prefix(kids, seq) if trie_rows else 0
-        if not trie_rows or (len(trie_rows[-1][0]) + new_nodes > row_nodes and len(trie_rows[-1][0]) > 1):
-            trie_rows.append(([bos], [0], [0]))
-            kids = [{}]
-        tokens, parents, depths = trie_rows[-1]
-        node = 0
-        for j, token in enumerate(seq):
-            targets.append((len(trie_rows) - 1, node, token, owner))
-            if j + 1 < len(seq):
-                child = kids[node].get(token)
-                if child is None:
-                    child = kids[node][token] = len(tokens)
-                    kids.append({})
-                    tokens.append(token)
-                    parents.append(node)
-                    depths.append(depths[node] + 1)
-                node = child
-    width = max(len(r[0]) for r in trie_rows)
-    ids = torch.full((len(trie_rows), width), bos, dtype=torch.long)
+    for owner, (seq, wanted) in enumerate(zip(seqs, scored)):
+        need = max(len(seq) - 1, 0) - (matched_prefix(roots, kids, seq) if rows else 0)
+        if not rows or (len(rows[-1][0]) + need > row_nodes and len(rows[-1][0]) > 0):
+            rows.append(([], [], []))
+            roots, kids = {}, []
+        tokens, parents, depths = rows[-1]
+        wanted, node, table = set(wanted), None, roots
+        for j, token in enumerate(seq[:-1]):
+            child = table.get(token)
+            if child is None:
+                child = table[token] = len(tokens)
+                kids.append({})
+                tokens.append(token)
+                parents.append(child if node is None else node)
+                depths.append(0 if node is None else depths[node] + 1)
+            node, table = child, kids[child]
+            if j + 1 in wanted:
+                targets.append((len(rows) - 1, node, seq[j + 1], owner))
+    width = max(1, max(len(r[0]) for r in rows))
+    ids = torch.zeros((len(rows), width), dtype=torch.long)
     positions = torch.zeros_like(ids)
-    parents_t = torch.arange(width).repeat(len(trie_rows), 1)
-    for r, (tokens, parents, depths) in enumerate(trie_rows):
-        ids[r, : len(tokens)] = torch.tensor(tokens)
-        positions[r, : len(tokens)] = torch.tensor(depths)
-        parents_t[r, : len(tokens)] = torch.tensor(parents)
+    parents_t = torch.arange(width).repeat(len(rows), 1)  # padding nodes are their own parents
+    for r, (tokens, parents, depths) in enumerate(rows):
+        if tokens:
+            ids[r, : len(tokens)] = torch.tensor(tokens)
+            positions[r, : len(tokens)] = torch.tensor(depths)
+            parents_t[r, : len(tokens)] = torch.tensor(parents)
     cols = torch.tensor(targets, dtype=torch.long).reshape(-1, 4).T
     return Packed(ids, positions, parents_t, *cols)
+
+
+def pack_tries(seqs: list[list[int]], bos: int, row_nodes: int = ROW_NODES) -> Packed:
+    """BLiMP's form: every sentence after one BOS token, all of its tokens scored (one trie per row)."""
+    return pack_forest([[bos, *s] for s in seqs], [range(1, len(s) + 1) for s in seqs], row_nodes)
 
 
 def score_packed(ensemble, seqs: list[list[int]], bos: int, pad: int, with_members: bool):

@@ -55,19 +55,28 @@ def save_model_dir(model, out_dir: Path, tokenizer_dir: Path) -> None:
     hf_logging.disable_progress_bar()  # one bar per save is noise in training logs
     model.save_pretrained(str(out_dir), safe_serialization=True)
     copy_tokenizer(tokenizer_dir, out_dir)
-    state_padding_side(out_dir)
+    state_tokenizer_config(out_dir, getattr(model.config, "max_position_embeddings", None))
 
 
-def state_padding_side(model_dir: Path, side: str = "right") -> None:
-    """Write the padding side into tokenizer_config.json (DATA dirs older than bl2's explicit one lack it):
-    fine-tuning tools (AutoModelForSequenceClassification, the BabyLM pipeline) pad batches, and with Llama's
-    positions counted from 0 regardless of the mask, right padding keeps every real token where it was trained."""
+def state_tokenizer_config(model_dir: Path, max_length: int | None, side: str = "right") -> None:
+    """Make tokenizer_config.json portable: the class `PreTrainedTokenizerFast` (transformers 4.x, e.g. the BabyLM
+    2025 pipeline's pinned 4.51.3, cannot build transformers 5's `TokenizersBackend`; both load this one from
+    tokenizer.json), the model's context length as `model_max_length` (not the 1e30 "no limit" default), and the
+    padding side: fine-tuning tools pad batches, and with Llama's positions counted from 0 regardless of the
+    mask, right padding keeps every real token where it was trained. `add_prefix_space` restates tokenizer.json's
+    own setting: transformers 4.x's PreTrainedTokenizerFast otherwise rewrites the pre-tokenizer without the
+    prefix space, so the same text becomes other tokens than the model was trained on ("The" vs " The")."""
     path = Path(model_dir) / "tokenizer_config.json"
     if not path.is_file():
         return
-    config = json.loads(path.read_text())
-    if "padding_side" not in config:
-        path.write_text(json.dumps(config | {"padding_side": side}, indent=2, ensure_ascii=False) + "\n")
+    config = {k: v for k, v in json.loads(path.read_text()).items() if k != "backend"}  # a transformers-5-only key
+    config |= {"tokenizer_class": "PreTrainedTokenizerFast", "padding_side": config.get("padding_side", side)}
+    pre = json.loads((Path(model_dir) / "tokenizer.json").read_text()).get("pre_tokenizer") or {}
+    if pre.get("type") == "ByteLevel":
+        config["add_prefix_space"] = bool(pre.get("add_prefix_space"))
+    if max_length:
+        config["model_max_length"] = int(max_length)
+    path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
 
 
 def check_model_dir(path: Path) -> Path:
