@@ -12,11 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import assert_user_error, run_cli
 
 from bl2.eval.zero_shot import metrics, reading, scoring
 from bl2.eval.zero_shot.suite import Settings, evaluate_zero_shot, load_offsets_tokenizer, write_official
 from bl2.eval.zero_shot.tasks import TASKS, Item, load_task
-from tests.conftest import assert_user_error, run_cli
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "babylm_eval_2025"
 needs_shared = pytest.mark.skipif(not (SHARED / "fast_eval").is_dir(), reason="no ../shared/data/babylm_eval_2025")
@@ -217,3 +217,21 @@ def test_bad_input_is_one_line(tmp_path, eval_data, debug_model_dir):
     absent = run_cli("eval", "wug", debug_model_dir, "--data-dir", eval_data, "--out", out)
     assert absent.exit_code == 0, absent.stderr
     assert "skip wug_past" in absent.stdout and json.loads(out.read_text())["skipped"]["wug_past"]
+
+
+def test_results_recorded_in_the_run_dir_and_its_card(tmp_path, eval_data, data_dir):
+    from bl2.distill.config import TrainConfig
+    from bl2.distill.run import pretrain
+
+    run = tmp_path / "run"
+    pretrain(TrainConfig(preset="debug", batch_size=4, max_steps=2, val_every_steps=100, log_every_steps=1,
+                         ckpt_every_steps=100, eval_batch_size=8), data_dir, run, device="cpu")
+    out = tmp_path / "zs.json"
+    result = run_cli("eval", "zero-shot", run, "--data-dir", eval_data, "--tasks", "blimp,wug_adj", "--out", out)
+    assert result.exit_code == 0, result.stderr
+    doc = json.loads(out.read_text())
+    entry = json.loads((run / "evals.json").read_text())["zero_shot"]["fast"]
+    assert entry["tasks"]["blimp"]["score"] == doc["systems"][0]["tasks"]["blimp"]["score"]
+    assert entry["file"] == "zs.json" and entry["macro_tasks"] == ["blimp"]  # a name, never a local path
+    card = (run / "README.md").read_text()
+    assert "| blimp (fast set) |" in card and "rho" in card.split("| wug_adj (fast set) |")[1].splitlines()[0]

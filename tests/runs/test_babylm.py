@@ -277,7 +277,8 @@ def test_sequence_classification_loads_and_fine_tunes(marked_run):
     # portable to transformers 4.x (the BabyLM 2025 pipeline pins 4.51.3; bench_zero_shot.py loads it there)
     tok_config = json.loads((run_dir / "tokenizer_config.json").read_text())
     assert tok_config["tokenizer_class"] == "PreTrainedTokenizerFast" and tok_config["add_prefix_space"] is True
-    assert tok_config["model_max_length"] == json.loads((run_dir / "config.json").read_text())["max_position_embeddings"]
+    context = json.loads((run_dir / "config.json").read_text())["max_position_embeddings"]
+    assert tok_config["model_max_length"] == context
     assert "backend" not in tok_config
     torch.manual_seed(0)
     model = AutoModelForSequenceClassification.from_pretrained(str(run_dir), num_labels=2)

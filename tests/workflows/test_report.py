@@ -197,3 +197,36 @@ def test_train_time_adds_the_segments_of_a_resumed_run():
     assert train_seconds(rows) == 17.0
     assert train_seconds(rows[:4]) == 15.0  # still running: the last row so far
     assert train_seconds([]) is None
+
+
+def test_zero_shot_columns_and_words_figure(study, tmp_path):
+    """`bl2 eval zero-shot --out` JSONs: a column per task named after the set scored, the macro-average, the
+    direct ensemble's row, and (from --all-revisions documents) the scores-vs-words figure."""
+    from bl2.eval.zero_shot.suite import Settings, evaluate_zero_shot, public
+
+    data = tmp_path / "evaluation_data" / "fast_eval"
+    (data / "blimp_fast").mkdir(parents=True)
+    (data / "blimp_fast" / "agr.jsonl").write_text("".join(json.dumps(
+        {"sentence_good": f"The {n} sees.", "sentence_bad": f"The {n} see.", "field": "m", "UID": "agr",
+         "linguistics_term": "a"}) + "\n" for n in ("dog", "cat", "boy")))
+    settings = Settings(str(data.parent), tasks=("blimp", "ewok"))
+    both = evaluate_zero_shot(study["teachers"], settings, progress=False)
+    one = evaluate_zero_shot(study["teachers"][:1], settings, progress=False)
+    evals = tmp_path / "zs"
+    evals.mkdir()
+    (evals / "zs.json").write_text(json.dumps(public(both)))
+    (evals / "zs_revisions.json").write_text(json.dumps({"revisions": {"chck_1M": public(one),
+                                                                      "chck_2M": public(one)}}))
+    out = tmp_path / "rep"
+    doc = make_report(study, out, "--evals", evals)
+    models = {m["label"]: m for m in doc["models"]}
+    teacher = both["systems"][0]["tasks"]["blimp"]["score"]
+    assert models["teacher0"]["metrics"]["BLiMP fast (2025)"] == teacher
+    assert models["teacher0"]["metrics"]["BabyLM macro fast (2025)"] == teacher  # the only accuracy task present
+    ensemble = both["systems"][-1]["tasks"]["blimp"]["score"]
+    assert models["ensemble(teacher0+teacher1)"]["metrics"]["BLiMP fast (2025)"] == ensemble
+    assert "BLiMP filtered" in models["teacher0"]["metrics"]  # the sample-pair suite keeps its own column
+    text = (out / "report.md").read_text()
+    assert "| BLiMP fast (2025) |" in text or "BLiMP fast (2025)" in text.split("## Groups")[0]
+    assert "## BabyLM 2025 zero-shot suite" in text and "](zero_shot_vs_words.png)" in text
+    assert (out / "zero_shot_vs_words.png").stat().st_size > 1000

@@ -61,7 +61,10 @@ def run(models: str, data_dir: Path, which: str, tasks: list[str], out: Path | N
             body = {"revisions": {rev: suite.public(d) for rev, d in docs.items()}}
             write_text_atomic(out, json.dumps(body, indent=2, allow_nan=True) + "\n")
         else:
+            from bl2.runs.card import record_zero_shot
+
             suite.write_results(docs[revision], out, settings.device)
+            record_zero_shot(docs[revision], out)
         suite.console.print(f"results: {out}")
 
 

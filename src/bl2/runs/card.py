@@ -3,9 +3,9 @@ tags, a `license` field left for the user: a license set there survives every re
 what the run dir records: architecture (config.json), data and words seen, teachers and cache for students,
 the BabyLM budget, hyperparameters, validation, word-count checkpoints, and evaluation results.
 
-Evaluation results reach the card through RUN/evals.json: `bl2 eval blimp|loss ... --out FILE` records each
-evaluated bl2 run dir's results there (`record_blimp`, `record_loss`) and rewrites its card; the card is also
-rewritten whenever the run saves its final model (a resume keeps evals.json).
+Evaluation results reach the card through RUN/evals.json: `bl2 eval blimp|loss|zero-shot ... --out FILE` records
+each evaluated bl2 run dir's results there (`record_blimp`, `record_loss`, `record_zero_shot`) and rewrites its
+card; the card is also rewritten whenever the run saves its final model (a resume keeps evals.json).
 """
 
 from __future__ import annotations
@@ -149,7 +149,23 @@ def evaluation(run_dir: Path) -> list[str]:
     for split, r in evals.get("loss", {}).items():
         lines.append(f"| {split} loss | {r['ce']:.4f} nats/token (ppl {r['ppl']:.2f}) | {r['n_tokens']:,} tokens of "
                      f"`{r['data_dir']}` | `{r['file']}` {r['date']} |")
+    lines += zero_shot_rows(evals.get("zero_shot", {}))
     return lines + [""]
+
+
+def zero_shot_rows(entries: dict) -> list[str]:
+    """A row per task of each `bl2 eval zero-shot` set recorded (official 2025 rules), then the macro-average."""
+    rows = []
+    for which, r in entries.items():
+        limit = f", first {r['limit']} items per file" if r.get("limit") else ""
+        for task, t in r["tasks"].items():
+            value = f"{t['score']:.3f} rho" if t["metric"] == "spearman_rho" else f"{t['score']:.2f} %"
+            rows.append(f"| {task} ({which} set) | {value} | {t['n_items']:,} items, {t['ties']} ties; BabyLM 2025 "
+                        f"rules{limit} | `{r['file']}` {r['date']} |")
+        if r.get("macro") is not None:
+            rows.append(f"| BabyLM macro ({which} set) | {r['macro']:.2f} % | mean of {', '.join(r['macro_tasks'])} "
+                        f"| `{r['file']}` {r['date']} |")
+    return rows
 
 
 def usage(run_dir: Path) -> list[str]:
@@ -198,6 +214,19 @@ def record_blimp(results, out, limit: int | None = None) -> list[str]:
                 record_eval(r.model_dirs[0], "blimp", suite, {k: s.get(k) for k in ("score", "n_pairs", "n_subtasks",
                             "ties")} | {"limit": limit, "file": str(Path(out).resolve())})
             done.append(r.model_dirs[0])
+    return _told(done)
+
+
+def record_zero_shot(doc: dict, out) -> list[str]:
+    """`bl2 eval zero-shot --out`: each evaluated bl2 run dir gets its task scores (one entry per set)."""
+    done = []
+    for system in doc["systems"]:
+        if system["kind"] in ("model", "member") and record.is_run_dir(system["model_dirs"][0]):
+            tasks = {t: {k: r[k] for k in ("score", "metric", "n_items", "ties")} for t, r in system["tasks"].items()}
+            record_eval(system["model_dirs"][0], "zero_shot", doc["settings"]["which"],
+                        {"tasks": tasks, "macro": system["macro_average"], "macro_tasks": system["macro_tasks"],
+                         "limit": doc["settings"]["limit"], "file": Path(out).name})
+            done.append(system["model_dirs"][0])
     return _told(done)
 
 

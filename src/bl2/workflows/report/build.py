@@ -242,6 +242,13 @@ def markdown(rows: list[Model], doc: dict, figures: dict, eval_files: list[str],
         lines.append("- no BLiMP evaluation found")
     lines.append("")
     lines += figure("Figure 2 analogue", figures.get("fig2"))
+    if any(n.endswith("(2025)") for n in names) or "words" in figures:
+        lines += ["## BabyLM 2025 zero-shot suite", "",
+                  "Columns named `... fast (2025)` / `... full (2025)` come from `bl2 eval zero-shot` on that set of "
+                  "the official evaluation data, scored with the official 2025 rules: accuracy in %, WUG as "
+                  "Spearman's rho, reading as the gain in R² (% of the unexplained variance); `BabyLM macro` = the "
+                  "mean of the accuracy tasks present (each results JSON lists them in `macro_tasks`).", ""]
+        lines += figure("Zero-shot scores across word checkpoints", figures.get("words"))
     lines += ["## Caches", ""]
     if doc["caches"]:
         lines += cache_table(doc["caches"])

@@ -20,7 +20,8 @@ MARKERS = ("o", "s", "D", "^", "v", "P", "X", "*")
 LINESTYLES = ("-", "--", ":", "-.")
 RC = {"svg.hashsalt": "bl2-report", "font.size": 9, "axes.titlesize": 10, "axes.spines.top": False,
       "axes.spines.right": False, "axes.grid": True, "grid.alpha": 0.3, "savefig.dpi": 120}
-STEMS = {"curves": "curves", "fig1": "fig1_metrics", "fig2": "fig2_blimp_vs_val_ce", "caches": "caches"}
+STEMS = {"curves": "curves", "fig1": "fig1_metrics", "fig2": "fig2_blimp_vs_val_ce", "caches": "caches",
+         "words": "zero_shot_vs_words"}
 FOCUS = 0.3  # the curves' y range covers the steps after this fraction of the longest run
 MAX_RUN_LEGEND = 16  # more runs than this: the curves' legend names groups instead of runs
 
@@ -34,6 +35,11 @@ def draw_all(rows: list[Model], caches: list[dict], fits: dict, out: Path) -> di
         figs = {"curves": curves(rows, styles), "fig1": fig1(rows, styles), "fig2": fig2(rows, styles, fits)}
         if caches:
             figs["caches"] = cache_figure(caches)
+        from bl2.workflows.report.zero_shot import words_figure
+
+        words = words_figure(rows, styles)
+        if words is not None:  # only when some evaluation covered word checkpoints (--all-revisions)
+            figs["words"] = words
         for key, fig in figs.items():
             save(fig, Path(out), STEMS[key])
     return {key: STEMS[key] for key in figs}

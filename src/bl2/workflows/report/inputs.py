@@ -36,6 +36,7 @@ class Model:
     train: list[dict] = field(default_factory=list)  # metrics.jsonl rows of kind train
     val: list[dict] = field(default_factory=list)  # rows of kind val
     members: list[str] = field(default_factory=list)  # direct ensemble: member keys
+    word_scores: dict[str, list[tuple[float, float]]] = field(default_factory=dict)  # metric -> (words, score)
     kl_reduction: str | None = None
 
     @property
@@ -204,14 +205,18 @@ def find_eval_docs(args: list[str]) -> list[tuple[Path, dict, str]]:
             kind = eval_kind(doc)
             if kind:
                 found.append((f, doc, kind))
-        require(len(found) > 0, f"--evals {arg}: no evaluation JSON (`bl2 eval loss|blimp --out`) found")
+        require(len(found) > 0, f"--evals {arg}: no evaluation JSON (`bl2 eval loss|blimp|zero-shot --out`) found")
         docs += found
     return docs
 
 
 def eval_kind(doc) -> str | None:
+    from bl2.workflows.report import zero_shot
+
     if not isinstance(doc, dict):
         return None
+    if zero_shot.is_zero_shot(doc):
+        return "zero_shot"
     results = doc.get("results")
     if isinstance(results, dict) and "split" in doc and isinstance(doc.get("models"), list):
         return "loss"
@@ -266,6 +271,12 @@ def attach_evals(docs: list[tuple[Path, dict, str]], models: dict[str, Model]) -
             if "ensemble" in doc["results"] and len(doc["models"]) > 1:
                 ensemble_of(doc["models"], models).metrics[metric] = float(doc["results"]["ensemble"]["ce"])
             continue
+        if kind == "zero_shot":
+            from bl2.workflows.report import zero_shot
+
+            zero_shot.attach(doc, lambda name, metric, value, where=path: put(name, metric, value, where),
+                             ensemble_of, models)
+            continue
         for entry in doc["results"]:
             dirs = [str(d) for d in entry.get("model_dirs") or []]
             scores = {suite_metric(s): 100 * float(v["score"]) for s, v in (entry.get("suites") or {}).items()}
@@ -290,7 +301,9 @@ def suite_metric(suite: str) -> str:
 
 
 def unit(metric: str) -> str:
-    return "nats/token" if metric.endswith(" CE") else "accuracy (%)"
+    from bl2.workflows.report.zero_shot import unit_of
+
+    return "nats/token" if metric.endswith(" CE") else unit_of(metric) or "accuracy (%)"
 
 
 def metric_order(names: set[str]) -> list[str]:
