@@ -304,3 +304,24 @@ def test_sequence_classification_loads_and_fine_tunes(marked_run):
         opt.zero_grad()
         losses.append(loss.item())
     assert all(math.isfinite(x) for x in losses) and losses[-1] < losses[0] - 0.05, losses
+
+
+def test_zero_shot_all_revisions_scores_every_word_checkpoint(marked_run, tmp_path):
+    """`bl2 eval zero-shot --all-revisions`: every chck_* dir, each under its revision name and the run's name in
+    the official layout (eval_zero_shot_fast_all_revisions.sh)."""
+    from bl2.runs.marks import mark_dirs
+
+    run_dir = marked_run[0]
+    data = tmp_path / "evaluation_data" / "fast_eval" / "blimp_fast"
+    data.mkdir(parents=True)
+    (data / "agr.jsonl").write_text(json.dumps({"sentence_good": "The dog sees.", "sentence_bad": "The dog see.",
+                                                "field": "m", "UID": "agr", "linguistics_term": "a"}) + "\n")
+    out, results = tmp_path / "zs.json", tmp_path / "results"
+    r = run_cli("eval", "zero-shot", run_dir, "--all-revisions", "--data-dir", data.parents[1], "--tasks", "blimp",
+                "--out", out, "--babylm-results", results)
+    assert r.exit_code == 0, r.stderr
+    names = [d.name for d in mark_dirs(run_dir)]
+    assert list(json.loads(out.read_text())["revisions"]) == names and len(names) == 4
+    for name in names:
+        assert (results / run_dir.name / name / "zero_shot" / "causal" / "blimp" / "blimp_fast" /
+                "predictions.json").is_file()
