@@ -28,11 +28,14 @@ class PrepareConfig:
     vocab_size: int = 16000  # BPE vocabulary size, specials included
     val_fraction: float = 0.05  # last fraction of the lines of every train file -> val
     overwrite: bool = False  # replace an existing DATA_DIR
+    max_words: int | None = None  # keep a random subset of the train split with at least this many words
+    subset_seed: int = 0  # the subset's random line order (one seed: smaller subsets lie inside larger ones)
 
     def __post_init__(self):
         require(MIN_VOCAB <= self.vocab_size <= MAX_VOCAB, f"--vocab-size must be in [{MIN_VOCAB}, {MAX_VOCAB}] "
                 f"(tokens are stored as uint16), got {self.vocab_size}")
         require(0.0 < self.val_fraction < 1.0, f"--val-fraction must be in (0, 1), got {self.val_fraction}")
+        require(self.subset_seed >= 0, f"--subset-seed must be >= 0, got {self.subset_seed}")
 
 
 def is_data_dir(path: Path) -> bool:
@@ -143,6 +146,11 @@ def prepare(cfg: PrepareConfig) -> dict:
     devs = load_sources(find_files(cfg.dev_dir, DEV_SUFFIXES, "dev"))
     require(bool(devs), f"every dev file in {cfg.dev_dir} is empty")
     texts = _split_texts(sources, cfg.val_fraction, devs)
+    subset = None
+    if cfg.max_words is not None:  # the tokenizer below still learns from the whole corpus (data/subset.py)
+        from bl2.data.subset import nested_subset
+
+        texts["train"], subset = nested_subset(texts["train"], cfg.max_words, cfg.subset_seed)
     for split in ("train", "val"):
         lines = sum(len([x for x in lines if x.strip()]) for _, lines in texts[split])
         require(lines > 0, f"the {split} split is empty: the {sum(len(s.lines) for s in sources)} lines of "
@@ -152,7 +160,7 @@ def prepare(cfg: PrepareConfig) -> dict:
         tok = train_tokenizer((line for src in sources for line in src.lines), cfg.vocab_size)
         tmp = Path(tempfile.mkdtemp(prefix=".bl2-data."))
         try:
-            attrs, splits = _write_data(cfg, tok, texts, tmp)
+            attrs, splits = _write_data(cfg, tok, texts, tmp, subset)
             _upload(tmp, str(cfg.out_dir))
         finally:
             shutil.rmtree(tmp, ignore_errors=True)  # our own temp folder
@@ -165,7 +173,7 @@ def prepare(cfg: PrepareConfig) -> dict:
         tok = train_tokenizer((line for src in sources for line in src.lines), cfg.vocab_size)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.resolve().parent))
         try:
-            attrs, splits = _write_data(cfg, tok, texts, tmp)
+            attrs, splits = _write_data(cfg, tok, texts, tmp, subset)
             _replace(tmp, out_dir)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)  # our own temp folder, never anything else
@@ -174,7 +182,7 @@ def prepare(cfg: PrepareConfig) -> dict:
     return attrs
 
 
-def _write_data(cfg: PrepareConfig, tok, texts: dict, tmp: Path) -> tuple[dict, dict]:
+def _write_data(cfg: PrepareConfig, tok, texts: dict, tmp: Path, subset: dict | None = None) -> tuple[dict, dict]:
     """Tokenizer files and tokens.zarr into the temp folder; returns (store attrs, token arrays)."""
     from bl2 import __version__
     from bl2.data.store import write_store
@@ -206,6 +214,8 @@ def _write_data(cfg: PrepareConfig, tok, texts: dict, tmp: Path) -> tuple[dict, 
         "dev_dir": str(Path(cfg.dev_dir).resolve()),
         "bl2_version": __version__,
     }
+    if subset is not None:
+        attrs["subset"] = subset
     write_store(tmp / STORE_NAME, splits, attrs)
     return attrs, splits
 
