@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from pg_server import postgres_url  # noqa: F401  (the PostgreSQL server of the sweep tests)
 
 import bl2  # noqa: F401  (first: sets OMP_WAIT_POLICY before any test module imports torch)
-from pg_server import postgres_url  # noqa: E402, F401  (the PostgreSQL server of the sweep tests)
 
 SUBJECTS = ["the dog", "the cat", "a bird", "my mom", "the baby", "daddy", "the boys", "we", "you", "they"]
 VERBS = ["sees", "likes", "wants", "eats", "finds", "has", "takes", "makes", "gets", "holds"]
