@@ -135,7 +135,10 @@ def make_storage(url: str):
         # pre-ping: a worker runs for days; a server restart between two trials costs a reconnect, not the worker
         kwargs = {"connect_args": {"connect_timeout": CONNECT_TIMEOUT_S}, "pool_pre_ping": True}
     try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+        if not is_postgres(url):
+            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+        with _schema_lock(url, kwargs):
+            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
     except Exception as e:  # a bad URL, a missing driver, an unreachable server, a refused password
         cause = getattr(e, "orig", None) or e  # SQLAlchemy's wrapper names the class; the driver's says why
         line = next((s.strip() for s in str(cause).splitlines() if s.strip()), type(cause).__name__)
@@ -145,6 +148,25 @@ def make_storage(url: str):
 # ---------------------------------------------------------------------------------------------- the study lock
 def _advisory_key(name: str) -> int:
     return int.from_bytes(hashlib.sha256(f"bl2-sweep:{name}".encode()).digest()[:8], "big", signed=True)
+
+
+@contextlib.contextmanager
+def _schema_lock(url: str, kwargs: dict):
+    """Held while Optuna creates or checks its tables: workers started at once on a fresh database (a SLURM array)
+    would otherwise race to create them ("duplicate key ... pg_type_typname_nsp_index")."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url, **kwargs)
+    try:
+        with engine.connect() as conn:
+            key = {"k": _advisory_key("optuna schema")}
+            conn.execute(text("SELECT pg_advisory_lock(:k)"), key)
+            try:
+                yield
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), key)
+    finally:
+        engine.dispose()
 
 
 @contextlib.contextmanager
