@@ -127,7 +127,7 @@ def make_storage(url: str):
         folder = Path(url[len("journal:"):]).absolute().parent
         require(folder.is_dir(), f"cannot open Optuna storage {url!r}: the folder {folder} does not exist")
         return optuna.storages.JournalStorage(JournalFileBackend(url[len("journal:"):]))
-    kwargs = {}
+    kwargs, given = {}, url
     if url.startswith("sqlite"):
         kwargs = {"connect_args": {"timeout": 60}}  # waits up to a minute for a busy file
     elif is_postgres(url):
@@ -142,7 +142,7 @@ def make_storage(url: str):
     except Exception as e:  # a bad URL, a missing driver, an unreachable server, a refused password
         cause = getattr(e, "orig", None) or e  # SQLAlchemy's wrapper names the class; the driver's says why
         line = next((s.strip() for s in str(cause).splitlines() if s.strip()), type(cause).__name__)
-        raise UserError(f"cannot open Optuna storage {shown(url)!r}: {line}") from None
+        raise UserError(f"cannot open Optuna storage {shown(given)!r}: {line}") from None
 
 
 # ---------------------------------------------------------------------------------------------- the study lock
