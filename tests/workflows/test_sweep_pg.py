@@ -52,6 +52,20 @@ def test_network_fs_detection(path, expected):
     assert db.network_fs(Path(path), MOUNTS) == expected
 
 
+def test_storage_urls_in_study_json(tmp_path):
+    """What study.json records and how it reads back: files in the study folder relative, others absolute, no
+    password; printed URLs mask it."""
+    study = tmp_path / "s"
+    inside, outside = f"sqlite:///{study.resolve()}/study.db", f"sqlite:///{tmp_path.resolve()}/elsewhere.db"
+    assert db.for_record(inside, study) == "sqlite:///study.db"
+    assert db.from_record("sqlite:///study.db", study) == inside
+    assert db.for_record(outside, study) == outside and db.from_record(outside, study) == outside
+    assert db.for_record(f"journal:{study.resolve()}/j.log", study) == "journal:j.log"
+    assert db.from_cli("sqlite:///rel.db") == f"sqlite:///{Path('rel.db').absolute()}"
+    assert db.for_record("postgresql://u:pw@h:5432/db", study) == "postgresql://u@h:5432/db"
+    assert db.shown("postgresql://u:pw@h:5432/db") == "postgresql://u:***@h:5432/db"
+
+
 def test_sqlite_on_network_fs_is_refused(tmp_path, data_dir, monkeypatch):
     """One line naming the mount and --storage postgresql://, nothing written; PostgreSQL URLs are never refused;
     --allow-sqlite-on-network-fs passes the guard."""

@@ -90,18 +90,12 @@ def from_record(url: str, study: Path) -> str:
 
 
 def without_password(url: str) -> str:
-    if "://" not in url or not url.split("://", 1)[1].split("/", 1)[0].count("@"):
-        return url
-    from sqlalchemy.engine import make_url
-
-    with contextlib.suppress(Exception):
-        return make_url(url).set(password=None).render_as_string(hide_password=False)
-    return url
+    return re.sub(r"^([^:/]+://[^:/@]+):[^/]*@", r"\1@", url)  # scheme://user:password@host -> scheme://user@host
 
 
 def shown(url: str) -> str:
     """A URL fit to print: its password masked."""
-    return url if "@" not in url else re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+    return re.sub(r"^([^:/]+://[^:/@]+):[^/]*@", r"\1:***@", url)
 
 
 def _pg_driver_url(url: str) -> str:
