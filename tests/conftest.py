@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from pg_server import postgres_url  # noqa: F401  (the PostgreSQL server of the sweep tests)
 
 import bl2  # noqa: F401  (first: sets OMP_WAIT_POLICY before any test module imports torch)
 

@@ -21,8 +21,11 @@ TrialsOpt = Annotated[int, typer.Option(help="Finished (complete + pruned) trial
 StudyOpt = Annotated[Path, typer.Option(help="Study folder: study.json, study.db, trials/trial-NNNN/.",
                                         rich_help_panel=SWEEP)]
 OptunaStorageOpt = Annotated[str | None, typer.Option(
-    help="Optuna storage URL (default sqlite:///STUDY/study.db), e.g. postgresql://..., or journal:PATH.",
-    rich_help_panel=SWEEP)]
+    help="Optuna storage URL (default sqlite:///STUDY/study.db); workers on many machines: "
+    "postgresql://USER[:PASS]@HOST:PORT/DB (the sweep-pg extra); or journal:PATH.", rich_help_panel=SWEEP)]
+NetworkFsOpt = Annotated[bool, typer.Option(
+    "--allow-sqlite-on-network-fs", help="Keep a SQLite study on NFS, CIFS/SMB, Lustre or FUSE (its locks do not "
+    "hold there: use --storage postgresql://... instead).", rich_help_panel=SWEEP, metavar="")]
 StudyNameOpt = Annotated[str | None, typer.Option(help="Study name in the storage (default: the folder's name).",
                                                   rich_help_panel=SWEEP)]
 SamplerSeedOpt = Annotated[int, typer.Option(help="TPE sampler seed (worker w uses seed + w; >= 0).",
@@ -38,12 +41,13 @@ HeartbeatOpt = Annotated[float, typer.Option(
 
 
 def _sweep(kind: str, cfg, study, space, trials, storage, study_name, sampler_seed, startup_trials, eta,
-           min_resource, heartbeat, device, **paths) -> None:
+           min_resource, heartbeat, device, allow_network_fs, **paths) -> None:
     from bl2.workflows.sweep.worker import SweepConfig, run_sweep
 
     run_sweep(SweepConfig(kind=kind, study=study, space=space, trials=trials, base=cfg, storage=storage,
                           study_name=study_name, sampler_seed=sampler_seed, startup_trials=startup_trials, eta=eta,
-                          min_resource=min_resource, heartbeat=heartbeat, device=device, **paths))
+                          min_resource=min_resource, heartbeat=heartbeat, device=device,
+                          allow_sqlite_on_network_fs=allow_network_fs, **paths))
 
 
 @sweep_app.command("teachers")
@@ -54,13 +58,14 @@ def sweep_teachers(
     space: SpaceOpt, trials: TrialsOpt, study: StudyOpt, storage: OptunaStorageOpt = None,
     study_name: StudyNameOpt = None, sampler_seed: SamplerSeedOpt = 0, startup_trials: StartupOpt = 10,
     eta: EtaOpt = 3, min_resource: MinResourceOpt = None, heartbeat: HeartbeatOpt = 30.0,
-    config: ConfigOpt = None, device: DeviceOpt = "auto", train: dict | None = None,
+    allow_sqlite_on_network_fs: NetworkFsOpt = False, config: ConfigOpt = None, device: DeviceOpt = "auto",
+    train: dict | None = None,
 ):
     """Sweep pretraining hyperparameters (the paper's teacher sweep): every trial is a `bl2 pretrain` run under
     STUDY/trials/. The options fix every trial's config; the space overrides what it names. Rerun (or start
     more workers on the same --study) to continue until --trials trials are finished."""
     _sweep("teachers", train_config(config, train), study, space, trials, storage, study_name, sampler_seed,
-           startup_trials, eta, min_resource, heartbeat, device, data=data)
+           startup_trials, eta, min_resource, heartbeat, device, allow_sqlite_on_network_fs, data=data)
 
 
 @sweep_app.command("students")
@@ -74,24 +79,28 @@ def sweep_students(
                                              rich_help_panel=DATA)] = None,
     storage: OptunaStorageOpt = None, study_name: StudyNameOpt = None, sampler_seed: SamplerSeedOpt = 0,
     startup_trials: StartupOpt = 10, eta: EtaOpt = 3, min_resource: MinResourceOpt = None,
-    heartbeat: HeartbeatOpt = 30.0, config: ConfigOpt = None, device: DeviceOpt = "auto", train: dict | None = None,
+    heartbeat: HeartbeatOpt = 30.0, allow_sqlite_on_network_fs: NetworkFsOpt = False, config: ConfigOpt = None,
+    device: DeviceOpt = "auto", train: dict | None = None,
 ):
     """Sweep distillation hyperparameters (alpha, T, lr, ...) of students trained from one cache: no teacher is
     ever loaded, and the cache is decoded once per worker when it fits in RAM. Same study mechanics as
     `bl2 sweep teachers`."""
     _sweep("students", train_config(config, train, alpha=0.5), study, space, trials, storage, study_name,
-           sampler_seed, startup_trials, eta, min_resource, heartbeat, device, cache=cache, data=data)
+           sampler_seed, startup_trials, eta, min_resource, heartbeat, device, allow_sqlite_on_network_fs,
+           cache=cache, data=data)
 
 
 @sweep_app.command("status")
 @user_errors
 def sweep_status(
-    study: Annotated[Path, typer.Argument(help="Study folder.")],
-    storage: OptunaStorageOpt = None,
+    study: Annotated[Path, typer.Argument(help="Study folder (with --storage, on a machine without it: the study's "
+                                          "name, or pass --study-name).")],
+    storage: OptunaStorageOpt = None, study_name: StudyNameOpt = None,
     out: Annotated[Path | None, typer.Option(help="Also write the trials as JSON (a file).")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out file.", metavar="")] = False,
 ):
-    """Table of a study's trials: parameters, val CE, state (complete / pruned / failed / running), the best."""
+    """Table of a study's trials: parameters, val CE, state (complete / pruned / failed / running), the host and
+    worker of each, the best."""
     import json
 
     from bl2.errors import require
@@ -101,7 +110,7 @@ def sweep_status(
     if out is not None:
         require_writable_file(out, "--out")
         require(overwrite or not out.exists(), f"{out} exists; pass --overwrite to replace it")
-    result = run(study, storage)
+    result = run(study, storage, study_name)
     if out is not None:
         write_text_atomic(out, json.dumps(result, indent=2, default=str))
 
@@ -109,16 +118,17 @@ def sweep_status(
 @sweep_app.command("confirm")
 @user_errors
 def sweep_confirm(
-    study: Annotated[Path, typer.Argument(help="Study folder.")],
+    study: Annotated[Path, typer.Argument(help="Study folder (with --storage, on a machine without it: the study's "
+                                          "name, or pass --study-name).")],
     seeds: Annotated[int, typer.Option(help="New seeds to re-train the best configuration with.")] = 3,
-    storage: OptunaStorageOpt = None,
+    storage: OptunaStorageOpt = None, study_name: StudyNameOpt = None,
     device: DeviceOpt = "auto",
 ):
     """Re-train the best complete trial's configuration from new seeds; prints their val CE (mean ± sd) against
     the sweep's value and writes STUDY/confirm.json. Rerun to resume."""
     from bl2.workflows.sweep.results import confirm
 
-    confirm(study, seeds=seeds, device=device, storage=storage)
+    confirm(study, seeds=seeds, device=device, storage=storage, study_name=study_name)
 
 
 def register(app: typer.Typer) -> None:

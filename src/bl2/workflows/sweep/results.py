@@ -4,6 +4,10 @@ from new seeds: did the sweep's best survive re-seeding, or was it a lucky initi
 Confirmation runs go to `STUDY/confirm/trial-NNNN-seed-S/` (ordinary run dirs; run.json carries
 {"sweep_confirm": {"study", "trial", "params", "kind", "seed"}}) and the summary to `STUDY/confirm.json`.
 Rerunning `confirm` skips finished seeds and resumes interrupted ones.
+
+Both work from any machine that reaches the study's database (`--storage URL`, the study named by the folder's
+name or --study-name): each trial records its host, its run dir and its config in the database, so `confirm`
+needs no trial dir; the data or cache of the study must be reachable where it runs.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ STATES = {"FAIL": "failed"}  # Optuna's state names, lower case, with this one s
 
 
 def trial_rows(study) -> list[dict]:
-    """One dict per trial: number, state, value, last reported step, params, note."""
+    """One dict per trial: number, state, value, last reported step, params, note, host, worker, run dir."""
     rows = []
     for t in study.get_trials(deepcopy=False):
         attrs = t.user_attrs
@@ -31,17 +35,18 @@ def trial_rows(study) -> list[dict]:
         if t.state.name == "FAIL" and not note:  # failed by a worker that found it without a heartbeat
             note = "worker lost"
         rows.append({"trial": t.number, "state": STATES.get(t.state.name, t.state.name.lower()), "value": t.value,
-                     "step": t.last_step, "params": dict(t.params), "note": note, "run_dir": attrs.get("run_dir")})
+                     "step": t.last_step, "params": dict(t.params), "note": note, "host": attrs.get("host"),
+                     "worker": attrs.get("worker"), "run_dir": attrs.get("run_dir")})
     return rows
 
 
-def sweep_status(study_dir: Path, storage: str | None = None) -> dict:
-    """Print the trials of a study (params, val CE, state, best) and return them."""
+def sweep_status(study_dir: Path, storage: str | None = None, study_name: str | None = None) -> dict:
+    """Print the trials of a study (params, val CE, state, host, best) and return them."""
     from rich.table import Table
 
     from bl2.progress import console
 
-    meta, study = load_study(Path(study_dir), storage)
+    meta, study = load_study(Path(study_dir), storage, study_name=study_name)
     rows = trial_rows(study)
     best = best_trial(study)
     n = counts(study)
@@ -53,31 +58,50 @@ def sweep_status(study_dir: Path, storage: str | None = None) -> dict:
     for col in ("trial", "state", "val CE", "step"):
         table.add_column(col, justify="left" if col == "state" else "right", no_wrap=True)
     table.add_column("parameters", ratio=1)  # wraps: any number of parameters stays readable at 80 columns
+    table.add_column("host")  # which machine holds the trial dir (workers on many machines share one database)
     table.add_column("note")
     for r in rows:
         mark = " *" if best is not None and r["trial"] == best.number else ""
         table.add_row(f"{r['trial']}{mark}", r["state"], "" if r["value"] is None else f"{r['value']:.4f}",
                       "" if r["step"] is None else str(r["step"]),
-                      ", ".join(f"{k} {fmt_value(v)}" for k, v in r["params"].items()), r["note"])
+                      ", ".join(f"{k} {fmt_value(v)}" for k, v in r["params"].items()), _host(r), r["note"])
     console.print(table)
     return {"study": meta["study_name"], "counts": n, "trials": rows,
             "best": None if best is None else {"trial": best.number, "value": best.value, "params": best.params}}
 
 
-def confirm(study_dir: Path, seeds: int = 3, device: str = "auto", storage: str | None = None) -> dict:
+def _host(row: dict) -> str:
+    return "" if row["host"] is None else row["host"] + ("" if row["worker"] is None else f" w{row['worker']}")
+
+
+def trial_config(study_dir: Path, trial) -> dict:
+    """The trial's full config: its run.json where this machine reaches it, else the database's record."""
+    from bl2.runs import record
+
+    for folder in (trial_dir(study_dir, trial.number), trial.user_attrs.get("run_dir")):
+        if folder and (Path(folder) / "run.json").is_file():
+            return record.read(Path(folder))["config"]
+    config = trial.user_attrs.get("config")
+    require(isinstance(config, dict), f"trial {trial.number}'s run dir {trial.user_attrs.get('run_dir')} is not "
+            f"on this machine (host {trial.user_attrs.get('host')}) and the database has no config for it")
+    return config
+
+
+def confirm(study_dir: Path, seeds: int = 3, device: str = "auto", storage: str | None = None,
+            study_name: str | None = None) -> dict:
     """Re-train the best complete trial's configuration with `seeds` new seeds (trial seed + 1 .. + seeds);
     report their best val CE as mean ± sd against the sweep's value and write STUDY/confirm.json."""
     from bl2.distill.config import TrainConfig
     from bl2.distill.loop import train
     from bl2.progress import console
-    from bl2.runs import metrics, record
+    from bl2.runs import metrics
 
     require(seeds >= 1, f"--seeds must be >= 1, got {seeds}")
     study_dir = Path(study_dir)
-    meta, study = load_study(study_dir, storage)
+    meta, study = load_study(study_dir, storage, study_name=study_name)
     best = best_trial(study)
     require(best is not None, f"study {meta['study_name']!r} has no complete trial yet")
-    cfg = TrainConfig.from_dict(record.read(trial_dir(study_dir, best.number))["config"])
+    cfg = TrainConfig.from_dict(trial_config(study_dir, best))
     make_job = _job_maker(meta)
     kind = meta["settings"]["kind"]
     values = []
@@ -93,6 +117,7 @@ def confirm(study_dir: Path, seeds: int = 3, device: str = "auto", storage: str 
             done = metrics.events(out / metrics.FILENAME, "done")
         values.append({"seed": seed, "best_val_ce": done[-1]["best_val_ce"], "run_dir": str(out.resolve())})
     result = _summary(best, cfg.seed, values)
+    study_dir.mkdir(parents=True, exist_ok=True)
     (study_dir / CONFIRM_JSON).write_text(json.dumps(result, indent=2))
     console.print(result["verdict"])
     return result

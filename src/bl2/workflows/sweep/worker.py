@@ -7,13 +7,15 @@ pruner says so. Trial dirs are `STUDY/trials/trial-NNNN/`, each a Hugging Face m
 {"sweep": {"study", "trial", "params", "kind"}}. Student sweeps decode the cache once per worker process and
 hand it to every trial: no teacher is ever loaded.
 
-Workers: any number of `bl2 sweep` processes (or machines) on one study. Under a lock file in the study folder
-each worker counts the study's trials and asks for a new one only while COMPLETE + PRUNED + RUNNING < --trials,
+Workers: any number of `bl2 sweep` processes on one study: on one machine with the default SQLite file, on many
+machines with PostgreSQL (db.py), each machine writing its trial dirs under its own --study folder while the
+database holds every trial's parameters, state, values, run dir and host. Under the study lock (db.py) each
+worker counts the study's trials and asks for a new one only while COMPLETE + PRUNED + RUNNING < --trials,
 so the study ends with exactly --trials finished trials. A running trial records a heartbeat (a user attr)
 every --heartbeat seconds; a worker that finds a RUNNING trial without a heartbeat for 3 of its intervals (its
 worker was killed) marks it FAIL and enqueues a retry with the same parameters (at most MAX_RETRIES per configuration).
 Optuna's own heartbeat works only inside study.optimize and only for RDB storages: this one also covers
-journal files. Status and confirm: sweep_results.py.
+journal files. Status and confirm: results.py.
 """
 
 from __future__ import annotations
@@ -29,28 +31,32 @@ from pathlib import Path
 
 from bl2.distill.config import TrainConfig
 from bl2.errors import Diverged, UserError, require
+from bl2.workflows.sweep.db import (
+    META_ATTR,
+    STUDY_JSON,
+    default_storage,
+    for_record,
+    from_cli,
+    from_record,
+    load_study,
+    make_storage,
+    read_meta,
+    refuse_sqlite_on_network_fs,
+    require_optuna,
+    shown,
+    study_lock,
+    sweep_host,
+    without_password,
+)
 from bl2.workflows.sweep.space import Space, load_space
 
+__all__ = ["SweepConfig", "run_sweep", "load_study", "default_storage", "best_trial", "counts", "trial_dir"]
 KINDS = ("teachers", "students")
-STUDY_JSON = "study.json"
-LOCK = ".sweep.lock"
 HEARTBEAT = "heartbeat"  # user attr: Unix time of a running trial's last sign of life
 HEARTBEAT_S = "heartbeat_s"  # user attr: its worker's heartbeat interval
 GRACE_BEATS = 3  # a running trial is lost after this many missed heartbeats
 MAX_RETRIES = 1  # re-runs of a configuration whose worker died
 MAX_FAILS_IN_A_ROW = 3  # a worker whose trials keep failing stops (the space or data are wrong)
-
-
-def require_optuna():
-    try:
-        import optuna
-    except ImportError:
-        raise UserError("bl2 sweep needs Optuna: pip install 'bl2[sweep]' (optuna>=4,<5)") from None
-    import warnings
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # bl2 prints one line per trial itself
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # constant_liar
-    return optuna
 
 
 @dataclass
@@ -64,7 +70,8 @@ class SweepConfig:
     base: TrainConfig  # fixed options of every trial; the space overrides what it names
     data: str | None = None  # teachers: DATA_DIR; students: optional (default: the cache's)
     cache: str | None = None  # students: the logit cache
-    storage: str | None = None  # Optuna storage URL (default: sqlite:///STUDY/study.db); journal:PATH too
+    storage: str | None = None  # Optuna storage URL (default: sqlite:///STUDY/study.db); postgresql://, journal:PATH
+    allow_sqlite_on_network_fs: bool = False  # the user accepts SQLite's broken locks on NFS & co.
     study_name: str | None = None  # default: the study folder's name
     sampler_seed: int = 0  # TPE seed (worker w of the study uses sampler_seed + w)
     startup_trials: int = 10  # TPE's random trials before it models the results
@@ -92,62 +99,6 @@ class SweepConfig:
 
 
 # ---------------------------------------------------------------------------------------------- study folder
-def default_storage(study: Path) -> str:
-    return f"sqlite:///{(Path(study) / 'study.db').resolve()}"
-
-
-def make_storage(url: str):
-    """An Optuna storage: any RDB URL (SQLite waits up to a minute for a busy file), or `journal:PATH`."""
-    optuna = require_optuna()
-    if url.startswith("journal:"):
-        from optuna.storages.journal import JournalFileBackend
-
-        folder = Path(url[len("journal:"):]).absolute().parent
-        require(folder.is_dir(), f"cannot open Optuna storage {url!r}: the folder {folder} does not exist")
-        return optuna.storages.JournalStorage(JournalFileBackend(url[len("journal:"):]))
-    kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
-    try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
-    except Exception as e:  # a bad URL, a missing driver, an unreachable server
-        raise UserError(f"cannot open Optuna storage {url!r}: {str(e).splitlines()[0]}") from None
-
-
-@contextlib.contextmanager
-def study_lock(study: Path):
-    """Exclusive lock on the study folder: counting trials and asking for one is one step for all workers."""
-    import fcntl
-
-    with open(Path(study) / LOCK, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def read_meta(study: Path) -> dict:
-    path = Path(study) / STUDY_JSON
-    require(path.is_file(), f"{study} is not a bl2 sweep study (no {STUDY_JSON})")
-    try:
-        meta = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise UserError(f"{path} is unreadable ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
-    require(isinstance(meta, dict) and all(k in meta for k in ("study_name", "storage", "settings")),
-            f"{path} is not a bl2 study record (no study_name, storage and settings)")
-    return meta
-
-
-def load_study(study: Path, storage: str | None = None, sampler=None, pruner=None):
-    """(study.json, the Optuna study) of an existing study folder."""
-    optuna = require_optuna()
-    meta = read_meta(study)
-    try:
-        return meta, optuna.load_study(study_name=meta["study_name"], storage=make_storage(storage or meta["storage"]),
-                                       sampler=sampler, pruner=pruner)
-    except KeyError:
-        raise UserError(f"study {meta['study_name']!r} is not in storage {storage or meta['storage']}") from None
-
-
 def _settings(cfg: SweepConfig, space: Space, min_resource: int) -> dict:
     """What every worker of one study must share (a rerun with other settings is refused)."""
     from bl2.storage import display
@@ -160,8 +111,9 @@ def _settings(cfg: SweepConfig, space: Space, min_resource: int) -> dict:
                        "reduction_factor": cfg.eta}}
 
 
-def _open_or_create(cfg: SweepConfig, settings: dict, storage: str, name: str):
-    """Under the study lock: check or write study.json, create or load the study, register this worker."""
+def _open_or_create(cfg: SweepConfig, settings: dict, url: str, store, name: str):
+    """Under the study lock: check or write study.json, create or load the study, check the settings that the
+    database records (workers on other machines wrote them), register this worker."""
     optuna = require_optuna()
     path = cfg.study / STUDY_JSON
     if path.is_file():
@@ -169,15 +121,22 @@ def _open_or_create(cfg: SweepConfig, settings: dict, storage: str, name: str):
         diff = sorted(k for k in settings if meta.get("settings", {}).get(k) != settings[k])
         require(not diff, f"{cfg.study} is a study with other settings ({', '.join(diff)} differ); "
                 "use another --study")
-        require(meta["storage"] == storage and meta["study_name"] == name,
-                f"{cfg.study} uses storage {meta['storage']} (study {meta['study_name']!r}); pass the same --storage")
+        recorded = without_password(from_record(meta["storage"], cfg.study))
+        require(recorded == without_password(url) and meta["study_name"] == name,
+                f"{cfg.study} uses storage {shown(meta['storage'])} (study {meta['study_name']!r}); "
+                "pass the same --storage")
     else:
         require(not (cfg.study / "trials").exists(), f"{cfg.study} has trials/ but no {STUDY_JSON}; refusing it")
-        meta = {"study_name": name, "storage": storage, "space_file": str(cfg.space), "settings": settings,
-                "created": time.strftime("%Y-%m-%dT%H:%M:%S")} | cfg.extra
+        meta = {"study_name": name, "storage": for_record(url, cfg.study), "space_file": str(cfg.space),
+                "settings": settings, "created": time.strftime("%Y-%m-%dT%H:%M:%S")} | cfg.extra
     meta["trials"] = cfg.trials
-    study = optuna.create_study(study_name=name, storage=make_storage(storage), direction="minimize",
-                                load_if_exists=True)
+    study = optuna.create_study(study_name=name, storage=store, direction="minimize", load_if_exists=True)
+    shared = study.user_attrs.get(META_ATTR)
+    if isinstance(shared, dict):  # another worker (maybe on another machine) made the study
+        diff = sorted(k for k in settings if shared.get("settings", {}).get(k) != settings[k])
+        require(not diff, f"study {name!r} in {shown(url)} has other settings ({', '.join(diff)} differ); "
+                "use another --study-name")
+    study.set_user_attr(META_ATTR, {k: v for k, v in meta.items() if k != "storage"})
     worker = int(study.user_attrs.get("workers", 0))
     study.set_user_attr("workers", worker + 1)
     path.write_text(json.dumps(meta, indent=2))
@@ -193,26 +152,29 @@ def run_sweep(cfg: SweepConfig) -> dict:
     base = cfg.base
     if base.val_every_steps is None:
         console.print("[yellow]warning: no --val-every-steps: Hyperband's rungs are the epoch ends only")
+    url = from_cli(cfg.storage) if cfg.storage else default_storage(cfg.study)
+    name = cfg.study_name or cfg.study.resolve().name
+    if not cfg.allow_sqlite_on_network_fs:
+        refuse_sqlite_on_network_fs(url)
+    store = make_storage(url) if cfg.storage else None  # a bad URL or a dead server: before any work or folder
     space = load_space(cfg.space, base, students=cfg.kind == "students")
     make_job, space = _job_maker(cfg, space)
     min_resource = cfg.min_resource or base.val_every_steps or 1
     settings = _settings(cfg, space, min_resource)
-    storage = cfg.storage or default_storage(cfg.study)
-    name = cfg.study_name or cfg.study.resolve().name
-    if cfg.storage:
-        make_storage(cfg.storage)  # a bad URL fails before the study folder is made
     cfg.study.mkdir(parents=True, exist_ok=True)
-    with study_lock(cfg.study):
-        study, worker = _open_or_create(cfg, settings, storage, name)
+    store = store or make_storage(url)
+    with study_lock(cfg.study, store, name):
+        study, worker = _open_or_create(cfg, settings, url, store, name)
     sampler = optuna.samplers.TPESampler(seed=cfg.sampler_seed + worker, n_startup_trials=cfg.startup_trials,
                                          constant_liar=True)
     pruner = optuna.pruners.HyperbandPruner(min_resource=min_resource, reduction_factor=cfg.eta)
-    study = optuna.load_study(study_name=name, storage=make_storage(storage), sampler=sampler, pruner=pruner)
-    console.print(f"sweep {cfg.kind}: study {name!r} in {storage}, worker {worker}, target {cfg.trials} finished "
+    study = optuna.load_study(study_name=name, storage=store, sampler=sampler, pruner=pruner)
+    console.print(f"sweep {cfg.kind}: study {name!r} in {shown(url)}, worker {worker} on {sweep_host()}, "
+                  f"target {cfg.trials} finished "
                   f"trials; space {cfg.space}: {', '.join(space.params)}")
     fails, waiting_said = 0, False
     while True:
-        with study_lock(cfg.study):
+        with study_lock(cfg.study, store, name):
             reap_lost_trials(study, cfg.heartbeat)
             n = counts(study)
             if n["finished"] >= cfg.trials:
@@ -361,12 +323,16 @@ def run_trial(study, trial, space: Space, cfg: SweepConfig, make_job) -> bool:
     info = {"study": str(cfg.study.resolve()), "trial": trial.number, "params": values, "kind": cfg.kind}
     if "retry_of" in trial.user_attrs:
         info["retry_of"] = trial.user_attrs["retry_of"]
+    # where the trial lives: with workers on many machines, `sweep status` and `confirm` read these from the database
     trial.set_user_attr("run_dir", str(out.resolve()))
+    trial.set_user_attr("host", sweep_host())
     console.rule(f"[bold]trial {trial.number}: " + ", ".join(f"{k}={fmt_value(v)}" for k, v in values.items()))
     error, summary = None, None
     with _Heartbeat(trial, cfg.heartbeat):
         try:
-            job = make_job(space.apply(cfg.base, values))
+            config = space.apply(cfg.base, values)
+            trial.set_user_attr("config", config.to_dict())  # `sweep confirm` on a machine without the trial dir
+            job = make_job(config)
             job.info = {"sweep": info}
             summary = train(job, str(out), device=cfg.device, hooks=[PruningHook(trial)])
         except (UserError, Diverged) as e:  # this configuration cannot run (a batch larger than the data, lr 1e30)
