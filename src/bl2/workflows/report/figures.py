@@ -37,7 +37,7 @@ def draw_all(rows: list[Model], caches: list[dict], fits: dict, out: Path) -> di
             figs["caches"] = cache_figure(caches)
         from bl2.workflows.report.zero_shot import words_figure
 
-        words = words_figure(rows, styles)
+        words = words_figure(rows, styles, new_figure)
         if words is not None:  # only when some evaluation covered word checkpoints (--all-revisions)
             figs["words"] = words
         for key, fig in figs.items():

@@ -275,7 +275,7 @@ def attach_evals(docs: list[tuple[Path, dict, str]], models: dict[str, Model]) -
             from bl2.workflows.report import zero_shot
 
             zero_shot.attach(doc, lambda name, metric, value, where=path: put(name, metric, value, where),
-                             ensemble_of, models)
+                             ensemble_of, models, match_dir)
             continue
         for entry in doc["results"]:
             dirs = [str(d) for d in entry.get("model_dirs") or []]

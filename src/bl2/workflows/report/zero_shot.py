@@ -47,8 +47,10 @@ def words_of(revision: str) -> float | None:
         return None
 
 
-def attach(doc: dict, put, ensemble_of, models) -> None:
-    """Put a zero-shot document's numbers on its models (`put(dir, metric, value)` for single models)."""
+def attach(doc: dict, put, ensemble_of, models, match) -> None:
+    """Put a zero-shot document's numbers on its models (`put(dir, metric, value)` for single models; `match`
+    finds a run dir's key, `ensemble_of` the direct ensemble of dirs: inputs.py's, passed in to keep this module
+    below it)."""
     revisions = doc["revisions"] if "revisions" in doc else {None: doc}
     for revision, d in revisions.items():
         which = d["settings"]["which"]
@@ -57,7 +59,7 @@ def attach(doc: dict, put, ensemble_of, models) -> None:
             scores = system_scores(system, which)
             if revision is not None:  # a word checkpoint: a point of the words-seen figure
                 words = words_of(revision)
-                model = models.get(_key(dirs, models))
+                model = models.get(match(dirs[0], models)) if len(dirs) == 1 else None
                 if words is not None and model is not None:
                     for name, value in scores.items():
                         model.word_scores.setdefault(name, []).append((words, value))
@@ -69,16 +71,8 @@ def attach(doc: dict, put, ensemble_of, models) -> None:
                     put(dirs[0], name, value)
 
 
-def _key(dirs: list[str], models) -> str | None:
-    from bl2.workflows.report.inputs import match_dir
-
-    return match_dir(dirs[0], models) if len(dirs) == 1 else None
-
-
-def words_figure(rows, styles):
+def words_figure(rows, styles, new_figure):
     """Each zero-shot score against words seen, a line per model with word checkpoints (None if none has)."""
-    from bl2.workflows.report.figures import new_figure
-
     names = sorted({n for m in rows for n in m.word_scores})
     if not names:
         return None
