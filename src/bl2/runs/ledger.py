@@ -24,7 +24,8 @@ def corpus_words(store) -> int | None:
 
 def budget_info(store, split: str = "train", teachers=(), teacher_words=None) -> dict:
     """run.json `budget` of a new run: its corpus, its words per token, its teachers' words."""
-    return {"corpus_words": corpus_words(store), "words_per_token": store.words_per_token(split), "split": split,
+    return {"corpus_words": corpus_words(store), "train_words": store.n_words("train") or None,
+            "words_per_token": store.words_per_token(split), "split": split,
             "teachers": teacher_budgets(list(teachers), teacher_words)}
 
 

@@ -147,8 +147,10 @@ def results_doc(rows: list[Model], caches: list[dict]) -> dict:
                "tokens_seen": m.tokens_seen, "train_s": m.train_s, "best_val_ce": m.best_val_ce, "metrics": m.metrics}
               for m in rows]
     cache_docs = [{k: v for k, v in c.items() if k != "dist"} for c in caches]
+    from bl2.workflows.report.figures import scaling_points
+
     return {"models": models, "metrics": names, "groups": group_stats(rows, names), "fits": fits,
-            "caches": cache_docs}
+            "caches": cache_docs, "scaling": scaling_points(rows)}
 
 
 # ----------------------------------------------------------------------------------------------- report.md
@@ -242,6 +244,11 @@ def markdown(rows: list[Model], doc: dict, figures: dict, eval_files: list[str],
         lines.append("- no BLiMP evaluation found")
     lines.append("")
     lines += figure("Figure 2 analogue", figures.get("fig2"))
+    if "fig3" in figures:
+        lines += ["## Figure 3 analogue: validation CE against data size", "",
+                  "Run dirs of one preset trained on DATA dirs of different sizes (`bl2 prepare --max-words`): the "
+                  "best validation CE of each run against its train split's words; lines join the means.", ""]
+        lines += figure("Figure 3 analogue", figures.get("fig3"))
     if any(n.endswith("(2025)") for n in names) or "words" in figures:
         lines += ["## BabyLM 2025 zero-shot suite", "",
                   "Columns named `... fast (2025)` / `... full (2025)` come from `bl2 eval zero-shot` on that set of "

@@ -21,7 +21,7 @@ LINESTYLES = ("-", "--", ":", "-.")
 RC = {"svg.hashsalt": "bl2-report", "font.size": 9, "axes.titlesize": 10, "axes.spines.top": False,
       "axes.spines.right": False, "axes.grid": True, "grid.alpha": 0.3, "savefig.dpi": 120}
 STEMS = {"curves": "curves", "fig1": "fig1_metrics", "fig2": "fig2_blimp_vs_val_ce", "caches": "caches",
-         "words": "zero_shot_vs_words"}
+         "words": "zero_shot_vs_words", "fig3": "fig3_val_ce_vs_data"}
 FOCUS = 0.3  # the curves' y range covers the steps after this fraction of the longest run
 MAX_RUN_LEGEND = 16  # more runs than this: the curves' legend names groups instead of runs
 
@@ -37,6 +37,9 @@ def draw_all(rows: list[Model], caches: list[dict], fits: dict, out: Path) -> di
             figs["caches"] = cache_figure(caches)
         from bl2.workflows.report.zero_shot import words_figure
 
+        scaling = fig3(rows)
+        if scaling is not None:  # only when runs of one preset were trained on several data sizes
+            figs["fig3"] = scaling
         words = words_figure(rows, styles, new_figure)
         if words is not None:  # only when some evaluation covered word checkpoints (--all-revisions)
             figs["words"] = words
@@ -251,3 +254,35 @@ def cache_figure(caches: list[dict]):
 def cache_names(caches: list[dict]) -> list[str]:
     names = [Path(c["path"]).name for c in caches]
     return [n if names.count(n) == 1 else "/".join(Path(c["path"]).parts[-2:]) for n, c in zip(names, caches)]
+
+
+# ----------------------------------------------------------------------------------------------- figure 3
+def scaling_points(rows: list[Model]) -> dict[str, list[tuple[int, float]]]:
+    """preset -> sorted (train words, best val CE) of its run dirs, for presets seen at 2+ data sizes."""
+    by_preset: dict[str, list[tuple[int, float]]] = {}
+    for m in rows:
+        if m.members or m.preset is None or not m.train_words or m.best_val_ce is None:
+            continue
+        by_preset.setdefault(m.preset, []).append((int(m.train_words), float(m.best_val_ce)))
+    return {p: sorted(v) for p, v in by_preset.items() if len({w for w, _ in v}) > 1}
+
+
+def fig3(rows: list[Model]):
+    """The paper's Figure 3 analogue: validation CE against training words (log axis), a line per preset
+    (the mean over runs at each size, every run a dot); None when no preset has two data sizes."""
+    points = scaling_points(rows)
+    if not points:
+        return None
+    fig, (ax,) = new_figure(1, width=5.5, height=4.0)
+    for i, (preset, pts) in enumerate(sorted(points.items())):
+        colour, marker = OKABE_ITO[i % len(OKABE_ITO)], MARKERS[i % len(MARKERS)]
+        sizes = sorted({w for w, _ in pts})
+        means = [sum(c for w, c in pts if w == s) / sum(1 for w, _ in pts if w == s) for s in sizes]
+        ax.plot(sizes, means, color=colour, marker=marker, label=preset)
+        ax.scatter([w for w, _ in pts], [c for _, c in pts], color=colour, s=12, alpha=0.5)
+    ax.set_xscale("log")
+    ax.set_xlabel("training words (DATA dir train split)")
+    ax.set_ylabel("best validation CE (nats/token)")
+    ax.set_title("Figure 3 analogue: validation CE against data size")
+    ax.legend(title="preset")
+    return fig

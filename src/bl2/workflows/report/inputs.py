@@ -37,6 +37,8 @@ class Model:
     val: list[dict] = field(default_factory=list)  # rows of kind val
     members: list[str] = field(default_factory=list)  # direct ensemble: member keys
     word_scores: dict[str, list[tuple[float, float]]] = field(default_factory=dict)  # metric -> (words, score)
+    preset: str | None = None
+    train_words: int | None = None  # words of its DATA dir's train split (a --max-words subset: Figure 3)
     kl_reduction: str | None = None
 
     @property
@@ -69,7 +71,8 @@ def load_run(path: Path, info: dict) -> tuple[Model, dict]:
     rows = metrics.read(path / metrics.FILENAME)  # read once: a report may load dozens of sweep trials
     train, val = metrics.of_kind(rows, "train"), metrics.of_kind(rows, "val")
     model = Model(str(path.resolve()), str(path), path.name, "", "", n_params=info.get("n_params"),
-                  train=train, val=val, kl_reduction=cfg.get("kl_reduction"))
+                  train=train, val=val, kl_reduction=cfg.get("kl_reduction"), preset=cfg.get("preset"),
+                  train_words=(info.get("budget") or {}).get("train_words"))
     model.best_val_ce = min((r["val_ce"] for r in val), default=None)
     model.tokens_seen = tokens_seen(train, cfg)
     model.train_s = train_seconds(rows)
