@@ -69,10 +69,29 @@ def train(job, out: str, resume: bool = False, overwrite: bool = False, device: 
     console.print(f"{job.identity['command']}: preset {cfg.preset} ({count_params(model) / 1e6:.2f}M params) on "
                   f"{device}" + (f" x {d.world_size} processes ({dist_backend()})" if d.enabled else "")
                   + f", {reason}; run dir {run.path}")
+    reporter = _reporter(job, run, resume) if d.is_main else None  # --report-to: rank 0 only
+    status = "FAILED"
     try:
-        return fit(model, job, run, device, autocast, hooks, d)
+        summary = fit(model, job, run, device, autocast, (*hooks, reporter) if reporter else hooks, d)
+        status = "FINISHED"
+        return summary
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
     finally:
+        if reporter:
+            reporter.close(status)
         d.barrier()
+
+
+def _reporter(job, run, resume: bool):
+    """The --report-to sinks of this run, fed every metrics row (a loop hook); None when none is asked for."""
+    from bl2.runs import sinks
+
+    if not sinks.require_installed(job.cfg.report_to):
+        return None
+    info = sinks.run_info(run.path, job.cfg.to_dict(), job.identity, job.info)
+    return sinks.Reporter(run.path, job.cfg.report_to, info, resume=resume)
 
 
 def fit(model, job, run, device: str, autocast=None, hooks=(), d=None) -> dict:
