@@ -80,3 +80,154 @@ def test_resume_continues_without_duplicate_steps(tmp_path, data_dir, monkeypatc
     want, got = expected(out), tb_scalars(out)
     assert [s for s, _ in got["train/ce"]] == [1, 2, 3, 4, 5, 6]
     assert [v for _, v in got["train/ce"]] == pytest.approx([want["train/ce"][s] for s in range(1, 7)], rel=1e-6)
+
+
+def test_unknown_sink_or_missing_package_is_one_line_before_training(tmp_path, data_dir, monkeypatch):
+    out = tmp_path / "run"
+    base = ["pretrain", "--data", data_dir, "--preset", "debug", "--out", out, "--max-steps", "2", "--device", "cpu"]
+    assert_user_error(run_cli(*base, "--report-to", "tensorboard,comet"), "unknown sink 'comet'")
+    monkeypatch.setitem(sys.modules, "mlflow", None)  # as if not installed
+    assert_user_error(run_cli(*base, "--report-to", "tensorboard,mlflow"), "pip install 'bl2[mlflow]'")
+    assert not out.exists()  # nothing written, no training started
+    r = run_cli("eval", "loss", out, "--data", data_dir, "--report-to", "mlflow")
+    assert_user_error(r, "pip install 'bl2[mlflow]'")
+    assert TrainConfig(preset="debug", report_to="wandb").identity() == TrainConfig(preset="debug").identity()
+
+
+# ---------------------------------------------------------------------------------- W&B offline, MLflow server
+def wandb_records(run_dir: Path) -> list:
+    """The records of RUN/wandb/offline-run-*/run-*.wandb (W&B's LevelDB-log framing of protobuf Records)."""
+    from wandb.proto import wandb_internal_pb2
+
+    out = []
+    for path in sorted(run_dir.glob("wandb/offline-run-*/run-*.wandb")):
+        data, pos, buf = path.read_bytes(), 7, b""  # 7: the ":W&B" header, its magic and version
+        assert data[:4] == b":W&B"
+        while pos + 7 <= len(data):
+            left = 32768 - pos % 32768
+            _crc, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+            if left < 7 or (length == 0 and kind == 0):  # block trailer / padding
+                pos += left
+                continue
+            buf, pos = buf + data[pos + 7 : pos + 7 + length], pos + 7 + length
+            if kind in (1, 4):  # FULL or LAST
+                rec = wandb_internal_pb2.Record()
+                rec.ParseFromString(buf)
+                out.append(rec)
+                buf = b""
+    return out
+
+
+def wandb_history(run_dir: Path) -> dict[str, dict[int, float]]:
+    out: dict[str, dict[int, float]] = {}
+    for rec in wandb_records(run_dir):
+        if rec.WhichOneof("record_type") == "history":
+            for item in rec.history.item:
+                key = item.key or "/".join(item.nested_key)
+                if not key.startswith("_"):
+                    out.setdefault(key, {})[rec.history.step.num] = json.loads(item.value_json)
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    """`mlflow server` on 127.0.0.1 (a free port, a SQLite store in tmp_path); yields its URI."""
+    pytest.importorskip("mlflow")
+    import urllib.request
+
+    port = free_port()
+    log = open(tmp_path / "mlflow-server.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+                             "--workers", "1", "--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
+                             "--default-artifact-root", str(tmp_path / "artifacts")],
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(240):
+            try:
+                urllib.request.urlopen(uri + "/health", timeout=1)
+                break
+            except OSError:
+                assert proc.poll() is None, (tmp_path / "mlflow-server.log").read_text()[-2000:]
+                time.sleep(0.5)
+        else:
+            pytest.fail("mlflow server did not start: " + (tmp_path / "mlflow-server.log").read_text()[-2000:])
+        yield uri
+    finally:
+        os.killpg(proc.pid, 15)
+        proc.wait(timeout=30)
+        log.close()
+
+
+@pytest.mark.slow  # W&B starts its service process; the MLflow server is a process
+def test_wandb_offline_and_mlflow_server_equal_metrics_jsonl(tmp_path, data_dir, mlflow_server, monkeypatch):
+    pytest.importorskip("wandb")
+    from mlflow.tracking import MlflowClient
+
+    from bl2.distill.run import pretrain
+
+    for var in ("WANDB_MODE", "WANDB_API_KEY", "WANDB_BASE_URL", "MLFLOW_EXPERIMENT_NAME"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc: no W&B key known -> offline
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    out = tmp_path / "run"
+    pretrain(cfg(report_to="wandb,mlflow,tensorboard"), data_dir, out, device="cpu")
+    want, state = expected(out), sinks.read_state(out)
+    assert state["wandb"]["mode"] == "offline" and state["mlflow"]["tracking_uri"] == mlflow_server
+
+    got = wandb_history(out)  # W&B: the offline run's own records
+    assert {k: v for k, v in got.items() if k in want} == want and set(want) <= set(got)
+    run_rec = next(r.run for r in wandb_records(out) if r.WhichOneof("record_type") == "run")
+    assert run_rec.run_id == state["wandb"]["id"] and run_rec.display_name == "run"
+
+    client = MlflowClient(mlflow_server)  # MLflow: read back through the server
+    run = client.get_run(state["mlflow"]["run_id"])
+    assert run.info.status == "FINISHED" and run.data.params["config.preset"] == "debug"
+    assert run.data.tags["bl2_run_dir"] == str(out.resolve())
+    for tag, by_step in want.items():
+        history = client.get_metric_history(run.info.run_id, tag)
+        assert {m.step: m.value for m in history} == pytest.approx(by_step, rel=1e-12) and len(history) == len(by_step)
+    done = metrics.events(out / "metrics.jsonl", "done")[0]
+    assert run.data.metrics["final/best_val_ce"] == pytest.approx(done["best_val_ce"])
+
+    # bl2 eval on the run dir: its results reach the same MLflow run and the run's TensorBoard folder
+    r = run_cli("eval", "loss", out, "--data", data_dir, "--split", "val", "--report-to", "mlflow,tensorboard")
+    assert r.exit_code == 0, r.stdout + r.stderr
+    ce = client.get_metric_history(run.info.run_id, "eval/loss/val/ce")
+    assert len(ce) == 1 and ce[0].step == 6 and 0 < ce[0].value < 10
+    assert tb_scalars(out)["eval/loss/val/ce"] == [(6, pytest.approx(ce[0].value, rel=1e-6))]
+
+
+@pytest.mark.slow
+def test_sweep_trials_grouped_by_study(tmp_path, data_dir, mlflow_server, monkeypatch):
+    pytest.importorskip("optuna")
+    pytest.importorskip("wandb")
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "sweeps")
+    space = tmp_path / "space.yaml"
+    space.write_text("lr: {log_uniform: [1e-4, 1e-2]}\n")
+    study = tmp_path / "study"
+    r = run_cli("sweep", "teachers", "--data", data_dir, "--space", space, "--trials", "2", "--study", study,
+                "--preset", "debug", "--max-steps", "4", "--batch-size", "8", "--val-every-steps", "2",
+                "--device", "cpu", "--report-to", "mlflow,wandb")
+    assert r.exit_code == 0, r.stdout + r.stderr
+    trials = sorted((study / "trials").iterdir())
+    assert len(trials) == 2
+    client = MlflowClient(mlflow_server)
+    exp = client.get_experiment_by_name("sweeps").experiment_id
+    parents = client.search_runs([exp], "tags.bl2_role = 'study'")
+    assert len(parents) == 1 and parents[0].data.tags["bl2_study"] == str(study.resolve())
+    children = client.search_runs([exp], f"tags.mlflow.parentRunId = '{parents[0].info.run_id}'")
+    assert sorted(c.info.run_name for c in children) == [t.name for t in trials]
+    assert all("trial.lr" in c.data.params for c in children)
+    groups = {next(x.run for x in wandb_records(t) if x.WhichOneof("record_type") == "run").run_group for t in trials}
+    assert groups == {"study"}

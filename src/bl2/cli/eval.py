@@ -17,6 +17,22 @@ ModelsArg = Annotated[str, typer.Argument(
     metavar="MODEL_DIR[,MODEL_DIR..]",
     help="Any Hugging Face causal-LM dir(s) with a tokenizer. Several = the direct ensemble (raw logits averaged, "
     "then log-softmax), reported after each member.")]
+ReportToOpt = Annotated[str | None, typer.Option(
+    help="Also log the results of each evaluated bl2 run dir into the runs its training reported to (RUN/tracking."
+    "json): none, or a list of tensorboard, wandb and mlflow.")]
+
+
+def _check_report_to(report_to: str | None) -> tuple[str, ...]:
+    from bl2.runs.sinks import require_installed
+
+    return require_installed(report_to)  # before any model is loaded
+
+
+def _report(report_to: tuple[str, ...], entries: list) -> None:
+    from bl2.runs.sinks import report_evals
+
+    if report_to:
+        report_evals(report_to, entries)
 
 
 @eval_app.command("loss")
@@ -33,18 +49,20 @@ def eval_loss(
     overwrite: OverwriteOpt = False,
     device: DeviceOpt = "auto",
     storage_options: StorageOpt = None,
+    report_to: ReportToOpt = None,
 ):
     """Mean token cross-entropy and perplexity over the non-overlapping windows of a split."""
     use_storage_options(storage_options)
     from bl2.eval.loss import evaluate_loss
+    from bl2.runs.card import loss_entries, record_entries
 
     require(seq_len is None or seq_len >= 1, f"--seq-len must be >= 1, got {seq_len}")
+    sinks = _check_report_to(report_to)
     report = evaluate_loss(split_list(models), data, split=split, batch_size=batch_size, device=device,
                            seq_len=seq_len, out=out, overwrite=overwrite)
     if out is not None:
-        from bl2.runs.card import record_loss
-
-        record_loss(report, out)
+        record_entries(loss_entries(report, out))
+    _report(sinks, loss_entries(report, out))
 
 
 @eval_app.command("blimp")
@@ -69,23 +87,25 @@ def eval_blimp(
     members: Annotated[bool, typer.Option(help="With several dirs, also report each member.", metavar="")] = True,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing --out / --log-samples files.",
                                             metavar="")] = False,
+    report_to: ReportToOpt = None,
 ):
     """BLiMP minimal-pair accuracy, scored as the BabyLM 2024 pipeline (lm-eval) does: one BOS token as the
     prefix, sum of log p over the tokens of " " + sentence, correct when good >= bad (a tie counts as correct,
     the 2024 rule; ties are counted and reported); suite score = unweighted mean over subtasks (file stems)."""
     from bl2.eval.blimp import evaluate_blimp
+    from bl2.runs.card import blimp_entries, record_entries
     from bl2.runtime import pick_device
 
     if data_dir is None:
         raise UserError("no BLiMP data dir: pass --data-dir DIR or set BL2_EVAL_DATA")
+    sinks = _check_report_to(report_to)
     dirs = [Path(m) for m in split_list(models)]
     results = evaluate_blimp(dirs, data_dir, suite=suite, limit=limit, batch_size=batch_size,
                              device=pick_device(device), out=out, log_samples=log_samples, overwrite=overwrite,
                              members=members)
     if out is not None:
-        from bl2.runs.card import record_blimp
-
-        record_blimp(results, out, limit)
+        record_entries(blimp_entries(results, out, limit))
+    _report(sinks, blimp_entries(results, out, limit))
 
 
 def register(app: typer.Typer) -> None:
