@@ -4,6 +4,7 @@ runs; `bl2 eval loss --report-to` reaches the run's sinks."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -135,17 +136,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def mlflow_server(tmp_path):
-    """`mlflow server` on 127.0.0.1 (a free port, a SQLite store in tmp_path); yields its URI."""
+@contextlib.contextmanager
+def started_mlflow_server(folder: Path):
+    """`mlflow server` on 127.0.0.1 (a free port, a SQLite store in `folder`); yields (its URI, the process)."""
     pytest.importorskip("mlflow")
     import urllib.request
 
-    port = free_port()
-    log = open(tmp_path / "mlflow-server.log", "w")
+    port, log_path = free_port(), folder / "mlflow-server.log"
+    log = open(log_path, "w")
     proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-                             "--workers", "1", "--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
-                             "--default-artifact-root", str(tmp_path / "artifacts")],
+                             "--workers", "1", "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",
+                             "--default-artifact-root", str(folder / "artifacts")],
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     uri = f"http://127.0.0.1:{port}"
     try:
@@ -154,20 +155,29 @@ def mlflow_server(tmp_path):
                 urllib.request.urlopen(uri + "/health", timeout=1)
                 break
             except OSError:
-                assert proc.poll() is None, (tmp_path / "mlflow-server.log").read_text()[-2000:]
+                assert proc.poll() is None, log_path.read_text()[-2000:]
                 time.sleep(0.5)
         else:
-            pytest.fail("mlflow server did not start: " + (tmp_path / "mlflow-server.log").read_text()[-2000:])
-        yield uri
+            pytest.fail("mlflow server did not start: " + log_path.read_text()[-2000:])
+        yield uri, proc
     finally:
-        os.killpg(proc.pid, 15)
+        if proc.poll() is None:
+            os.killpg(proc.pid, 15)
         proc.wait(timeout=30)
         log.close()
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    """One server for the module's tests (it starts in about 20 s); each test uses its own experiment or run."""
+    with started_mlflow_server(tmp_path_factory.mktemp("mlflow")) as server:
+        yield server
 
 
 @pytest.mark.slow  # W&B starts its service process; the MLflow server is a process
 def test_wandb_offline_and_mlflow_server_equal_metrics_jsonl(tmp_path, data_dir, mlflow_server, monkeypatch):
     pytest.importorskip("wandb")
+    mlflow_server = mlflow_server[0]
     from mlflow.tracking import MlflowClient
 
     from bl2.distill.run import pretrain
@@ -210,6 +220,7 @@ def test_sweep_trials_grouped_by_study(tmp_path, data_dir, mlflow_server, monkey
     pytest.importorskip("wandb")
     from mlflow.tracking import MlflowClient
 
+    mlflow_server = mlflow_server[0]
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
     monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "sweeps")
@@ -231,3 +242,54 @@ def test_sweep_trials_grouped_by_study(tmp_path, data_dir, mlflow_server, monkey
     assert all("trial.lr" in c.data.params for c in children)
     groups = {next(x.run for x in wandb_records(t) if x.WhichOneof("record_type") == "run").run_group for t in trials}
     assert groups == {"study"}
+
+
+@pytest.mark.slow
+def test_resume_continues_the_mlflow_run(tmp_path, data_dir, mlflow_server, monkeypatch):
+    """Crash after step 4, resume from checkpoint 2: the same MLflow run, every step once, equal to metrics.jsonl."""
+    from mlflow.tracking import MlflowClient
+
+    from bl2.distill.run import pretrain
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server[0])
+    out, c = tmp_path / "run", cfg(report_to="mlflow", log_every_steps=1, ckpt_every_steps=2)
+    run_with_crash(monkeypatch, lambda: pretrain(c, data_dir, out, device="cpu"), crash_step=4)
+    first = sinks.read_state(out)["mlflow"]["run_id"]
+    client = MlflowClient(mlflow_server[0])
+    assert client.get_run(first).info.status == "FAILED"
+    shutil.rmtree(out / "checkpoints" / "step-000004")
+    pretrain(c, data_dir, out, resume=True, device="cpu")
+    assert sinks.read_state(out)["mlflow"]["run_id"] == first and client.get_run(first).info.status == "FINISHED"
+    history = client.get_metric_history(first, "train/ce")
+    assert [m.step for m in history] == [1, 2, 3, 4, 5, 6]
+    assert {m.step: m.value for m in history} == expected(out)["train/ce"]  # CPU resume is bit-exact
+    assert "bl2_event_resume" in client.get_run(first).data.tags
+
+
+@pytest.mark.slow
+def test_a_sink_whose_server_dies_never_stops_training(tmp_path, data_dir, monkeypatch, capsys):
+
+    with started_mlflow_server(tmp_path) as (uri, proc):  # its own server: this test kills it
+        _run_while_the_server_dies(tmp_path, data_dir, monkeypatch, capsys, uri, proc)
+
+
+def _run_while_the_server_dies(tmp_path, data_dir, monkeypatch, capsys, uri, proc):
+    from bl2.distill.run import pretrain
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # fail fast (MLflow's default retries for minutes)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+
+    def kill_server_at_step_3(row):
+        if row.get("step") == 3 and proc.poll() is None:
+            os.killpg(proc.pid, 9)
+            proc.wait()
+
+    out = tmp_path / "run"
+    summary = pretrain(cfg(report_to="mlflow,tensorboard", log_every_steps=1), data_dir, out, device="cpu",
+                       hooks=[kill_server_at_step_3])
+    assert summary["step"] == 6 and (out / "model.safetensors").is_file()
+    assert [r["step"] for r in metrics.read(out / "metrics.jsonl", "train")] == [1, 2, 3, 4, 5, 6]
+    said = capsys.readouterr()
+    assert (said.out + said.err).count("--report-to mlflow failed") == 1
+    assert [s for s, _ in tb_scalars(out)["train/ce"]] == [1, 2, 3, 4, 5, 6]  # the other sink went on
