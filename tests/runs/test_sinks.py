@@ -293,3 +293,25 @@ def _run_while_the_server_dies(tmp_path, data_dir, monkeypatch, capsys, uri, pro
     said = capsys.readouterr()
     assert (said.out + said.err).count("--report-to mlflow failed") == 1
     assert [s for s, _ in tb_scalars(out)["train/ce"]] == [1, 2, 3, 4, 5, 6]  # the other sink went on
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_write_one_sink_run(tmp_path, data_dir):
+    pytest.importorskip("tensorboard")
+    pytest.importorskip("wandb")
+    import torch
+
+    if not torch.distributed.is_available():
+        pytest.skip("torch.distributed unavailable")
+    from conftest import torchrun
+
+    out = tmp_path / "run"
+    torchrun("pretrain", "--data", data_dir, "--out", out, "--preset", "debug", "--batch-size", "8", "--max-steps",
+             "4", "--log-every-steps", "1", "--device", "cpu", "--report-to", "tensorboard,wandb",
+             extra_env={"WANDB_MODE": "offline"})
+    assert len(list((out / "tensorboard").glob("events.out.tfevents.*"))) == 1  # rank 0 alone
+    assert len(list(out.glob("wandb/offline-run-*"))) == 1
+    want, got = expected(out), tb_scalars(out)
+    assert [s for s, _ in got["train/ce"]] == [1, 2, 3, 4]
+    assert [v for _, v in got["train/ce"]] == pytest.approx([want["train/ce"][s] for s in range(1, 5)], rel=1e-6)
+    assert {k: v for k, v in wandb_history(out).items() if k in want} == want
