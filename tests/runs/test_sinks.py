@@ -315,3 +315,24 @@ def test_torchrun_two_processes_write_one_sink_run(tmp_path, data_dir):
     assert [s for s, _ in got["train/ce"]] == [1, 2, 3, 4]
     assert [v for _, v in got["train/ce"]] == pytest.approx([want["train/ce"][s] for s in range(1, 5)], rel=1e-6)
     assert {k: v for k, v in wandb_history(out).items() if k in want} == want
+
+
+def test_export_metrics_replays_old_runs(tmp_path, data_dir):
+    """Runs made without --report-to (a folder of them, as a sweep study) replayed into TensorBoard; twice is
+    refused."""
+    pytest.importorskip("tensorboard")
+    from bl2.distill.run import pretrain
+
+    runs = tmp_path / "runs"
+    for seed in (0, 1):
+        pretrain(cfg(seed=seed, max_steps=4), data_dir, runs / f"seed{seed}", device="cpu")
+    r = run_cli("export-metrics", runs, "--to", "tensorboard")
+    assert r.exit_code == 0, r.stdout + r.stderr
+    for seed in (0, 1):
+        out = runs / f"seed{seed}"
+        want, got = expected(out), tb_scalars(out)
+        assert set(want) <= set(got)
+        for tag, by_step in want.items():
+            assert dict(got[tag]) == pytest.approx(by_step, rel=1e-6), tag
+    assert_user_error(run_cli("export-metrics", runs / "seed0", "--to", "tensorboard"), "already reports to")
+    assert_user_error(run_cli("export-metrics", tmp_path / "nowhere", "--to", "tensorboard"), "neither a bl2 run")

@@ -94,10 +94,12 @@ def write_state(run_dir, state: dict) -> None:
 
 
 def warn(name: str, e: BaseException, what: str = "training goes on without it") -> None:
+    from rich.markup import escape
+
     from bl2.progress import console
 
     first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    console.print(f"[yellow]warning: --report-to {name} failed ({type(e).__name__}: {first[:200]}); {what}")
+    console.print(f"[yellow]warning: --report-to {name} failed ({type(e).__name__}: {escape(first[:200])}); {what}")
 
 
 class Reporter:
@@ -174,10 +176,46 @@ def report_evals(names, entries: list[tuple]) -> None:
         for name in parse(names):
             if name != "tensorboard" and name not in state:
                 console.print(f"--report-to {name}: {run_dir} has no {name} run (trained without --report-to "
-                              f"{name}): its results are not reported there")
+                              f"{name}): its results are not reported there", markup=False)
                 continue
             try:
                 sink_backends.log_eval(name, Path(run_dir), state.get(name), values, step)
-                console.print(f"--report-to {name}: results of {run_dir} reported")
+                console.print(f"--report-to {name}: results of {run_dir} reported", markup=False)
             except Exception as e:  # noqa: BLE001  (the evaluation itself succeeded and is written)
                 warn(name, e, "the results are in the JSON and the run dir only")
+
+
+def export(paths, to) -> list[Path]:
+    """`bl2 export-metrics`: replay the metrics.jsonl of run dirs (or of every run dir under a folder, e.g. a sweep
+    study) into new sink runs, as --report-to would have shown them while they ran. A run dir that already reports
+    to one of the sinks is refused (its rows are there already)."""
+    from bl2.errors import require
+    from bl2.progress import console
+    from bl2.runs import metrics, record
+
+    names = require_installed(to)
+    require(names, "--to: name at least one of " + ", ".join(SINKS))
+    dirs: list[Path] = []
+    for p in map(Path, paths):
+        if record.is_run_dir(p):
+            dirs.append(p)
+            continue
+        require(p.is_dir(), f"{p} is neither a bl2 run dir nor a folder of them")
+        found = sorted(q.parent for q in p.rglob(record.RUN_JSON) if record.is_run_dir(q.parent))
+        require(found, f"{p} holds no bl2 run dir")
+        dirs += found
+    for d in dirs:
+        state = read_state(d)
+        has = [n for n in names if n in state or (n == "tensorboard" and (d / sink_backends.TB_DIR).exists())]
+        require(not has, f"{d} already reports to {has[0] if has else ''} (its {STATE}): nothing to export there")
+    for d in dirs:
+        doc = record.read(d)
+        rows = metrics.read(d / metrics.FILENAME)
+        reporter = Reporter(d, names, run_info(d, doc.get("config") or {}, doc.get("identity") or {}, doc))
+        for row in rows:
+            reporter(row)
+        done = list(reporter.sinks)
+        reporter.close()
+        console.print(f"{d}: {len(rows)} metrics rows -> {', '.join(done) or 'no sink (see the warnings)'}",
+                      soft_wrap=True, markup=False)
+    return dirs
