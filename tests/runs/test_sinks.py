@@ -222,14 +222,14 @@ def test_sweep_trials_grouped_by_study(tmp_path, data_dir, mlflow_server, monkey
 
     mlflow_server = mlflow_server[0]
     monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # --mlflow-uri says where
     monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "sweeps")
     space = tmp_path / "space.yaml"
     space.write_text("lr: {log_uniform: [1e-4, 1e-2]}\n")
     study = tmp_path / "study"
     r = run_cli("sweep", "teachers", "--data", data_dir, "--space", space, "--trials", "2", "--study", study,
                 "--preset", "debug", "--max-steps", "4", "--batch-size", "8", "--val-every-steps", "2",
-                "--device", "cpu", "--report-to", "mlflow,wandb")
+                "--device", "cpu", "--report-to", "mlflow,wandb", "--mlflow-uri", mlflow_server)
     assert r.exit_code == 0, r.stdout + r.stderr
     trials = sorted((study / "trials").iterdir())
     assert len(trials) == 2

@@ -28,7 +28,8 @@ MODEL, OPTIM, SCHEDULE, DISTILL, CKPT, OUTPUT = "Model", "Optimisation", "Schedu
     "Output"
 # Fields that do not change what a run computes: --resume accepts new values for them.
 NOT_IDENTITY = ("log_every_steps", "ckpt_every_steps", "keep_checkpoints", "compile", "eval_batch_size",
-                "word_checkpoints", "cache_in_memory", "report_to")
+                "word_checkpoints", "cache_in_memory", "report_to",
+                "mlflow_uri")
 # Fields added after runs were made: at these values they stay out of the identity, so older runs still resume.
 LATER_DEFAULTS = {"lr_schedule": "cosine", "attention_dropout": 0.0}
 # Fields renamed so that their option names say their unit: old run.json files, YAML files and sweep spaces
@@ -88,6 +89,8 @@ class TrainConfig:
     report_to: str | None = opt(None, "Also show the metrics in: none, or a list of tensorboard (RUN/tensorboard/), "
                                 "wandb (offline without an API key) and mlflow (MLFLOW_TRACKING_URI), e.g. "
                                 "tensorboard,mlflow; rank 0 reports; metrics.jsonl stays the record.", OUTPUT)
+    mlflow_uri: str | None = opt(None, "Tracking URI of --report-to mlflow (default: $MLFLOW_TRACKING_URI, else "
+                                 "MLflow's default store).", OUTPUT)
 
     def __post_init__(self):
         require(self.preset is not None, "no model preset: pass --preset (or set `preset` in --config)")

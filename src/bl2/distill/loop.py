@@ -90,7 +90,7 @@ def _reporter(job, run, resume: bool):
 
     if not sinks.require_installed(job.cfg.report_to):
         return None
-    info = sinks.run_info(run.path, job.cfg.to_dict(), job.identity, job.info)
+    info = sinks.run_info(run.path, job.cfg.to_dict(), job.identity, job.info) | {"mlflow_uri": job.cfg.mlflow_uri}
     return sinks.Reporter(run.path, job.cfg.report_to, info, resume=resume)
 
 

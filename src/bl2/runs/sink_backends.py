@@ -170,10 +170,10 @@ class Wandb:
 
 # ------------------------------------------------------------------------------------------------------ MLflow
 class Mlflow:
-    """An MLflow run (MLFLOW_TRACKING_URI, else MLflow's default; experiment MLFLOW_EXPERIMENT_NAME, else `bl2`)
-    with the config and identity as params. A sweep trial's run is a child of its study's parent run. A resumed
-    run continues its run; the steps the killed run logged after its checkpoint are kept, not logged twice (on CPU
-    the resumed run recomputes them bit for bit)."""
+    """An MLflow run (--mlflow-uri, else MLFLOW_TRACKING_URI, else MLflow's default; experiment
+    MLFLOW_EXPERIMENT_NAME, else `bl2`) with the config and identity as params. A sweep trial's run is a child of
+    its study's parent run. A resumed run continues its run; the steps the killed run logged after its checkpoint
+    are kept, not logged twice (on CPU the resumed run recomputes them bit for bit)."""
 
     def __init__(self, run_dir: Path, info: dict, state: dict | None):
         import logging
@@ -183,7 +183,7 @@ class Mlflow:
 
         logging.getLogger("mlflow").setLevel(logging.WARNING)  # its INFO lines (database set-up) are noise here
 
-        uri = (state or {}).get("tracking_uri") or mlflow.get_tracking_uri()
+        uri = (state or {}).get("tracking_uri") or info.get("mlflow_uri") or mlflow.get_tracking_uri()
         self.client, self.logged_upto = MlflowClient(tracking_uri=uri), -1
         if state and state.get("run_id"):
             self.run_id = state["run_id"]
