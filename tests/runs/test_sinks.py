@@ -65,6 +65,19 @@ def test_tensorboard_equals_metrics_jsonl(tmp_path, data_dir):
     assert sinks.read_state(out) == {"tensorboard": {"dir": "tensorboard"}}
 
 
+def test_distill_reports_ce_and_kl_separately(tmp_path, data_dir, debug_model_dir):
+    pytest.importorskip("tensorboard")
+    from bl2.distill.run import distill
+
+    out = tmp_path / "student"
+    distill(cfg(report_to="tensorboard", alpha=0.5, max_steps=4), out, teachers=[debug_model_dir],
+            data_dir=data_dir, device="cpu")
+    want, got = expected(out), tb_scalars(out)
+    assert set(want["train/kl"]) == {2, 4}
+    for tag in ("train/ce", "train/kl"):
+        assert dict(got[tag]) == pytest.approx(want[tag], rel=1e-6), tag
+
+
 def test_resume_continues_without_duplicate_steps(tmp_path, data_dir, monkeypatch):
     """A crash after step 4 (rows 1-4 logged) resumed from checkpoint 2: the resumed run logs steps 3 and 4 again,
     and TensorBoard (which drops the first process's events from step 3 on) reads every step once, equal to the
