@@ -8,7 +8,17 @@ from typing import Annotated, Literal
 
 import typer
 
-from bl2.cli.common import DeviceOpt, OverwriteOpt, StorageOpt, split_list, use_storage_options, user_errors
+from bl2.cli.common import (
+    DeviceOpt,
+    OverwriteOpt,
+    ReportToOpt,
+    StorageOpt,
+    check_report_to,
+    report_evals,
+    split_list,
+    use_storage_options,
+    user_errors,
+)
 from bl2.errors import UserError, require
 
 eval_app = typer.Typer(help="Evaluate model dirs: held-out loss, BLiMP minimal pairs, the BabyLM 2025 zero-shot suite.",
@@ -17,22 +27,6 @@ ModelsArg = Annotated[str, typer.Argument(
     metavar="MODEL_DIR[,MODEL_DIR..]",
     help="Any Hugging Face causal-LM dir(s) with a tokenizer. Several = the direct ensemble (raw logits averaged, "
     "then log-softmax), reported after each member.")]
-ReportToOpt = Annotated[str | None, typer.Option(
-    help="Also log the results of each evaluated bl2 run dir into the runs its training reported to (RUN/tracking."
-    "json): none, or a list of tensorboard, wandb and mlflow.")]
-
-
-def _check_report_to(report_to: str | None) -> tuple[str, ...]:
-    from bl2.runs.sinks import require_installed
-
-    return require_installed(report_to)  # before any model is loaded
-
-
-def _report(report_to: tuple[str, ...], entries: list) -> None:
-    from bl2.runs.sinks import report_evals
-
-    if report_to:
-        report_evals(report_to, entries)
 
 
 @eval_app.command("loss")
@@ -57,12 +51,12 @@ def eval_loss(
     from bl2.runs.card import loss_entries, record_entries
 
     require(seq_len is None or seq_len >= 1, f"--seq-len must be >= 1, got {seq_len}")
-    sinks = _check_report_to(report_to)
+    sinks = check_report_to(report_to)
     report = evaluate_loss(split_list(models), data, split=split, batch_size=batch_size, device=device,
                            seq_len=seq_len, out=out, overwrite=overwrite)
     if out is not None:
         record_entries(loss_entries(report, out))
-    _report(sinks, loss_entries(report, out))
+    report_evals(sinks, loss_entries(report, out))
 
 
 @eval_app.command("blimp")
@@ -98,14 +92,14 @@ def eval_blimp(
 
     if data_dir is None:
         raise UserError("no BLiMP data dir: pass --data-dir DIR or set BL2_EVAL_DATA")
-    sinks = _check_report_to(report_to)
+    sinks = check_report_to(report_to)
     dirs = [Path(m) for m in split_list(models)]
     results = evaluate_blimp(dirs, data_dir, suite=suite, limit=limit, batch_size=batch_size,
                              device=pick_device(device), out=out, log_samples=log_samples, overwrite=overwrite,
                              members=members)
     if out is not None:
         record_entries(blimp_entries(results, out, limit))
-    _report(sinks, blimp_entries(results, out, limit))
+    report_evals(sinks, blimp_entries(results, out, limit))
 
 
 def register(app: typer.Typer) -> None:

@@ -235,17 +235,21 @@ def record_blimp(results, out, limit: int | None = None) -> list[str]:
     return record_entries(blimp_entries(results, out, limit))
 
 
-def record_zero_shot(doc: dict, out) -> list[str]:
-    """`bl2 eval zero-shot --out`: each evaluated bl2 run dir gets its task scores (one entry per set)."""
-    done = []
+def zero_shot_entries(doc: dict, out=None) -> list[tuple]:
+    """(run dir, "zero_shot", set, entry) of each evaluated bl2 run dir: its task scores (one entry per set)."""
+    entries = []
     for system in doc["systems"]:
         if system["kind"] in ("model", "member") and record.is_run_dir(system["model_dirs"][0]):
             tasks = {t: {k: r[k] for k in ("score", "metric", "n_items", "ties")} for t, r in system["tasks"].items()}
-            record_eval(system["model_dirs"][0], "zero_shot", doc["settings"]["which"],
-                        {"tasks": tasks, "macro": system["macro_average"], "macro_tasks": system["macro_tasks"],
-                         "limit": doc["settings"]["limit"], "file": Path(out).name})
-            done.append(system["model_dirs"][0])
-    return _told(done)
+            entries.append((system["model_dirs"][0], "zero_shot", doc["settings"]["which"],
+                            {"tasks": tasks, "macro": system["macro_average"], "macro_tasks": system["macro_tasks"],
+                             "limit": doc["settings"]["limit"], "file": out and Path(out).name}))
+    return entries
+
+
+def record_zero_shot(doc: dict, out) -> list[str]:
+    """`bl2 eval zero-shot --out`: each evaluated bl2 run dir gets its task scores (one entry per set)."""
+    return record_entries(zero_shot_entries(doc, out))
 
 
 def record_loss(report: dict, out) -> list[str]:

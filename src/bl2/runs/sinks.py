@@ -167,7 +167,7 @@ def report_evals(names, entries: list[tuple]) -> None:
 
     by_dir: dict[str, dict] = {}
     for run_dir, task, key, entry in entries:
-        values = {f"eval/{task}/{key}/{k}": float(v) for k, v in entry.items()
+        values = {f"eval/{task}/{key}/{k.replace('.', '/')}": float(v) for k, v in flat(entry).items()
                   if isinstance(v, (int, float)) and not isinstance(v, bool)}
         by_dir.setdefault(str(run_dir), {}).update(values)
     for run_dir, values in by_dir.items():
