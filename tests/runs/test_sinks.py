@@ -56,7 +56,7 @@ def test_tensorboard_equals_metrics_jsonl(tmp_path, data_dir):
     out = tmp_path / "run"
     pretrain(cfg(report_to="tensorboard"), data_dir, out, device="cpu")
     want, got = expected(out), tb_scalars(out)
-    assert {"train/ce", "train/lr", "train/tokens_per_s", "val/val_ce"} <= set(want)
+    assert {"train/ce", "train/lr", "train/grad_norm", "train/tokens_per_s", "val/val_ce"} <= set(want)
     for tag, by_step in want.items():
         assert [s for s, _ in got[tag]] == sorted(by_step), tag  # each step once, in order
         assert [v for _, v in got[tag]] == pytest.approx([by_step[s] for s in sorted(by_step)], rel=1e-6), tag

@@ -117,7 +117,7 @@ def fit(model, job, run, device: str, autocast=None, hooks=(), d=None) -> dict:
             task = bar.add_task("training", total=plan.total_steps, completed=state["step"])
             for step in range(state["step"] + 1, plan.total_steps + 1):
                 lr = lr_at(step - 1, cfg, plan.total_steps)
-                logger.add(step_fn(prefetch.get(), lr, step, checkpointer.last_good))
+                logger.add(step_fn(prefetch.get(), lr, step, checkpointer.last_good), step_fn.grad_norm)
                 state["step"] = step
                 words.after_step(step, model)
                 bar.advance(task)
