@@ -235,3 +235,24 @@ def test_results_recorded_in_the_run_dir_and_its_card(tmp_path, eval_data, data_
     assert entry["file"] == "zs.json" and entry["macro_tasks"] == ["blimp"]  # a name, never a local path
     card = (run / "README.md").read_text()
     assert "| blimp (fast set) |" in card and "rho" in card.split("| wug_adj (fast set) |")[1].splitlines()[0]
+
+
+def test_report_to_logs_the_scores_into_the_runs_sinks(tmp_path, eval_data, data_dir):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from bl2.distill.config import TrainConfig
+    from bl2.distill.run import pretrain
+
+    run = tmp_path / "run"
+    pretrain(TrainConfig(preset="debug", batch_size=4, max_steps=2, val_every_steps=100, log_every_steps=1,
+                         ckpt_every_steps=100, eval_batch_size=8), data_dir, run, device="cpu")
+    out = tmp_path / "zs.json"
+    result = run_cli("eval", "zero-shot", run, "--data-dir", eval_data, "--tasks", "blimp", "--out", out,
+                     "--report-to", "tensorboard")
+    assert result.exit_code == 0, result.stderr
+    score = json.loads(out.read_text())["systems"][0]["tasks"]["blimp"]["score"]
+    acc = EventAccumulator(str(run / "tensorboard"))
+    acc.Reload()
+    got = [(e.step, e.value) for e in acc.Scalars("eval/zero_shot/fast/tasks/blimp/score")]
+    assert got == [(2, pytest.approx(score, rel=1e-6))]  # at the run's last step

@@ -28,3 +28,12 @@ def test_help_never_imports_torch(args):
 def test_budget_never_imports_torch(trained_run):
     torch, out = imports_torch("budget", trained_run)
     assert not torch and "this run" in out, out
+
+
+def test_export_metrics_never_imports_torch(trained_run, tmp_path):
+    import shutil
+
+    pytest.importorskip("tensorboard")
+    run = shutil.copytree(trained_run, tmp_path / "run")
+    torch, out = imports_torch("export-metrics", run, "--to", "tensorboard")
+    assert not torch and "metrics rows -> tensorboard" in out, out

@@ -89,3 +89,23 @@ def parse_floats(value: str | None, option: str) -> list[float] | None:
         return [float(v) for v in split_list(value)]
     except ValueError:
         raise UserError(f"{option} takes comma-separated numbers, got {value!r}") from None
+
+
+ReportToOpt = Annotated[str | None, typer.Option(
+    help="Also log the results of each evaluated bl2 run dir into the runs its training reported to (RUN/tracking."
+    "json): none, or a list of tensorboard, wandb and mlflow.", rich_help_panel=OUTPUT)]
+
+
+def check_report_to(report_to: str | None) -> tuple[str, ...]:
+    """The sinks of an eval's --report-to, their packages checked before any model is loaded."""
+    from bl2.runs.sinks import require_installed
+
+    return require_installed(report_to)
+
+
+def report_evals(sinks: tuple[str, ...], entries: list) -> None:
+    """An eval's results (card entries: run dir, task, key, entry) into the sink runs of their run dirs."""
+    if sinks:
+        from bl2.runs.sinks import report_evals as run
+
+        run(sinks, entries)

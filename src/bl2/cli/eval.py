@@ -8,7 +8,17 @@ from typing import Annotated, Literal
 
 import typer
 
-from bl2.cli.common import DeviceOpt, OverwriteOpt, StorageOpt, split_list, use_storage_options, user_errors
+from bl2.cli.common import (
+    DeviceOpt,
+    OverwriteOpt,
+    ReportToOpt,
+    StorageOpt,
+    check_report_to,
+    report_evals,
+    split_list,
+    use_storage_options,
+    user_errors,
+)
 from bl2.errors import UserError, require
 
 eval_app = typer.Typer(help="Evaluate model dirs: held-out loss, BLiMP minimal pairs, the BabyLM 2025 zero-shot suite.",
@@ -33,18 +43,20 @@ def eval_loss(
     overwrite: OverwriteOpt = False,
     device: DeviceOpt = "auto",
     storage_options: StorageOpt = None,
+    report_to: ReportToOpt = None,
 ):
     """Mean token cross-entropy and perplexity over the non-overlapping windows of a split."""
     use_storage_options(storage_options)
     from bl2.eval.loss import evaluate_loss
+    from bl2.runs.card import loss_entries, record_entries
 
     require(seq_len is None or seq_len >= 1, f"--seq-len must be >= 1, got {seq_len}")
+    sinks = check_report_to(report_to)
     report = evaluate_loss(split_list(models), data, split=split, batch_size=batch_size, device=device,
                            seq_len=seq_len, out=out, overwrite=overwrite)
     if out is not None:
-        from bl2.runs.card import record_loss
-
-        record_loss(report, out)
+        record_entries(loss_entries(report, out))
+    report_evals(sinks, loss_entries(report, out))
 
 
 @eval_app.command("blimp")
@@ -69,23 +81,25 @@ def eval_blimp(
     members: Annotated[bool, typer.Option(help="With several dirs, also report each member.", metavar="")] = True,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing --out / --log-samples files.",
                                             metavar="")] = False,
+    report_to: ReportToOpt = None,
 ):
     """BLiMP minimal-pair accuracy, scored as the BabyLM 2024 pipeline (lm-eval) does: one BOS token as the
     prefix, sum of log p over the tokens of " " + sentence, correct when good >= bad (a tie counts as correct,
     the 2024 rule; ties are counted and reported); suite score = unweighted mean over subtasks (file stems)."""
     from bl2.eval.blimp import evaluate_blimp
+    from bl2.runs.card import blimp_entries, record_entries
     from bl2.runtime import pick_device
 
     if data_dir is None:
         raise UserError("no BLiMP data dir: pass --data-dir DIR or set BL2_EVAL_DATA")
+    sinks = check_report_to(report_to)
     dirs = [Path(m) for m in split_list(models)]
     results = evaluate_blimp(dirs, data_dir, suite=suite, limit=limit, batch_size=batch_size,
                              device=pick_device(device), out=out, log_samples=log_samples, overwrite=overwrite,
                              members=members)
     if out is not None:
-        from bl2.runs.card import record_blimp
-
-        record_blimp(results, out, limit)
+        record_entries(blimp_entries(results, out, limit))
+    report_evals(sinks, blimp_entries(results, out, limit))
 
 
 def register(app: typer.Typer) -> None:

@@ -1,4 +1,5 @@
-"""`bl2 report` (the paper's tables and figures from run dirs) and `bl2 budget` (the BabyLM budget ledger)."""
+"""`bl2 report` (the paper's tables and figures from run dirs), `bl2 budget` (the BabyLM budget ledger) and
+`bl2 export-metrics` (metrics.jsonl replayed into TensorBoard, W&B or MLflow)."""
 
 from __future__ import annotations
 
@@ -53,6 +54,19 @@ def budget(
         raise typer.Exit(1)
 
 
+def export_metrics(
+    runs: Annotated[list[str], typer.Argument(
+        metavar="RUN_DIR..", help="Run dirs, or folders searched for run dirs (a sweep study, a runs/ folder).")],
+    to: Annotated[str, typer.Option(help="Sinks: a list of tensorboard, wandb and mlflow (as --report-to).")],
+):
+    """Replay the metrics.jsonl of finished (or running) run dirs into TensorBoard, W&B or MLflow: runs made
+    before --report-to, or without it. Each run dir becomes one sink run, as if it had run with --report-to."""
+    from bl2.runs.sinks import export
+
+    export(runs, to)
+
+
 def register(app: typer.Typer) -> None:
     app.command()(user_errors(report))
     app.command()(user_errors(budget))
+    app.command("export-metrics")(user_errors(export_metrics))

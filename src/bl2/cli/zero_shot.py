@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 import typer
 
-from bl2.cli.common import DeviceOpt, split_list, user_errors
+from bl2.cli.common import DeviceOpt, ReportToOpt, check_report_to, report_evals, split_list, user_errors
 from bl2.errors import require
 
 TASK_NAMES = "blimp,supplement,ewok,entity_tracking,wug_adj,wug_past,comps,reading"
@@ -20,7 +20,7 @@ ModelsArg = Annotated[str, typer.Argument(
 def run(models: str, data_dir: Path, which: str, tasks: list[str], out: Path | None, babylm_results: Path | None,
         revision: str, all_revisions: bool, zip_password: str | None, full_sentence_scores: bool,
         min_temperature: float, max_temperature: float | None, temperature_interval: float, batch_size: int,
-        limit: int | None, device: str, members: bool, overwrite: bool) -> None:
+        limit: int | None, device: str, members: bool, overwrite: bool, report_to: str | None = None) -> None:
     from bl2.eval.blimp import check_output
     from bl2.eval.zero_shot import suite
     from bl2.eval.zero_shot.scoring import temperatures
@@ -28,6 +28,8 @@ def run(models: str, data_dir: Path, which: str, tasks: list[str], out: Path | N
     from bl2.runtime import pick_device
 
     dirs = [Path(m) for m in split_list(models)]
+    sinks = check_report_to(report_to)
+    require(not (sinks and all_revisions), "--report-to takes the results of one revision (drop --all-revisions)")
     require(limit is None or limit >= 1, f"--limit must be >= 1, got {limit}")
     check_output(out, overwrite)
     require(babylm_results is None or overwrite or not any((babylm_results / d.stem).exists() for d in dirs),
@@ -66,6 +68,10 @@ def run(models: str, data_dir: Path, which: str, tasks: list[str], out: Path | N
             suite.write_results(docs[revision], out, settings.device)
             record_zero_shot(docs[revision], out)
         suite.console.print(f"results: {out}")
+    if sinks:
+        from bl2.runs.card import zero_shot_entries
+
+        report_evals(sinks, zero_shot_entries(docs[revision], out))
 
 
 def revisions(dirs: list[Path], revision: str) -> list[tuple[str, list[Path]]]:
@@ -116,11 +122,12 @@ def command(tasks: tuple[str, ...] | None, doc: str):
         device: DeviceOpt = "auto",
         members: Annotated[bool, typer.Option(help="With several dirs, also score each member.", metavar="")] = True,
         overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.", metavar="")] = False,
+        report_to: ReportToOpt = None,
     ):
         chosen = list(tasks) if tasks is not None else split_list(task_list)
         run(models, data_dir, which, chosen, out, babylm_results, revision, all_revisions, zip_password,
             full_sentence_scores, min_temperature, max_temperature, temperature_interval, batch_size, limit, device,
-            members, overwrite)
+            members, overwrite, report_to)
 
     cmd.__doc__ = doc
     return cmd

@@ -50,11 +50,15 @@ class StepLogger:
     def __init__(self, cfg: TrainConfig, plan: StepPlan, rows: Rows, d, device: str):
         self.cfg, self.plan, self.rows, self.d = cfg, plan, rows, d
         self.ce, self.kl = torch.zeros((), device=device), torch.zeros((), device=device)
+        self.norm, self.norms = torch.zeros((), device=device), 0  # gradient norms (every rank has the same)
         self.has_kl, self.steps = False, 0
         self.tokens_per_step = cfg.batch_size * cfg.seq_len  # the global batch: all ranks
         self.t0 = self.window_t0 = time.perf_counter()
 
-    def add(self, parts) -> None:
+    def add(self, parts, grad_norm=None) -> None:
+        if grad_norm is not None:
+            self.norm += grad_norm.float()
+            self.norms += 1
         for part in parts:
             self.ce += part.ce.detach() / len(parts)
             if part.kl is not None:
@@ -73,15 +77,16 @@ class StepLogger:
         eta = (self.plan.total_steps - step) * elapsed / self.steps
         self.d.mean_(self.ce, self.kl)
         ce, kl = float(self.ce) / self.steps, float(self.kl) / self.steps if self.has_kl else None
-        self.ce.zero_(), self.kl.zero_()
-        self.steps = 0
+        norm = float(self.norm) / self.norms if self.norms else None
+        self.ce.zero_(), self.kl.zero_(), self.norm.zero_()
+        self.steps = self.norms = 0
         console.print(f"step {step}/{self.plan.total_steps}  CE {ce:.4f}" + ("" if kl is None else f"  KL {kl:.4f}")
                       + f"  lr {lr:.2e}  {tps:,.0f} tok/s  {rate(elapsed / max(1, self.cfg.log_every_steps))}"
                       f"  ETA {eta / 60:.1f} min")
         self.window_t0 = time.perf_counter()
         row = {"kind": "train", "step": step, "epoch": step / self.plan.steps_per_epoch, "lr": lr, "ce": ce,
                "tokens_per_s": tps, "elapsed_s": time.perf_counter() - self.t0}
-        self.rows(row | ({} if kl is None else {"kl": kl}) | seen)
+        self.rows(row | ({} if kl is None else {"kl": kl}) | ({} if norm is None else {"grad_norm": norm}) | seen)
 
 
 def rate(seconds_per_step: float) -> str:

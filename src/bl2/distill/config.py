@@ -14,6 +14,7 @@ from typing import Literal
 from bl2.cache.schema import IN_MEMORY
 from bl2.errors import UserError, require
 from bl2.model.presets import PRESETS, SEQ_LEN, TRAIN_DEFAULTS
+from bl2.runs import sinks
 from bl2.runs.marks import parse_marks
 
 Preset = Literal[tuple(PRESETS)]  # the preset names, from the one dict that defines them
@@ -27,7 +28,8 @@ MODEL, OPTIM, SCHEDULE, DISTILL, CKPT, OUTPUT = "Model", "Optimisation", "Schedu
     "Output"
 # Fields that do not change what a run computes: --resume accepts new values for them.
 NOT_IDENTITY = ("log_every_steps", "ckpt_every_steps", "keep_checkpoints", "compile", "eval_batch_size",
-                "word_checkpoints", "cache_in_memory")
+                "word_checkpoints", "cache_in_memory", "report_to",
+                "mlflow_uri")
 # Fields added after runs were made: at these values they stay out of the identity, so older runs still resume.
 LATER_DEFAULTS = {"lr_schedule": "cosine", "attention_dropout": 0.0}
 # Fields renamed so that their option names say their unit: old run.json files, YAML files and sweep spaces
@@ -84,6 +86,11 @@ class TrainConfig:
                                        "passes each count of words seen: `babylm` (the BabyLM 2025 revisions) or "
                                        "a list like 1M,5M,500K.", CKPT)
     log_every_steps: int = opt(10, "Optimizer steps between log lines and metrics rows.", OUTPUT)
+    report_to: str | None = opt(None, "Also show the metrics in: none, or a list of tensorboard (RUN/tensorboard/), "
+                                "wandb (offline without an API key) and mlflow (MLFLOW_TRACKING_URI), e.g. "
+                                "tensorboard,mlflow; rank 0 reports; metrics.jsonl stays the record.", OUTPUT)
+    mlflow_uri: str | None = opt(None, "Tracking URI of --report-to mlflow (default: $MLFLOW_TRACKING_URI, else "
+                                 "MLflow's default store).", OUTPUT)
 
     def __post_init__(self):
         require(self.preset is not None, "no model preset: pass --preset (or set `preset` in --config)")
@@ -93,11 +100,13 @@ class TrainConfig:
         for name in ("epochs", "lr", "batch_size", "grad_accum", "warmup_steps", "weight_decay"):
             if getattr(self, name) is None:
                 setattr(self, name, getattr(d, name))
-        if isinstance(self.word_checkpoints, (list, tuple)):  # a YAML list
-            self.word_checkpoints = ",".join(str(m) for m in self.word_checkpoints)
+        for name in ("word_checkpoints", "report_to"):
+            if isinstance(getattr(self, name), (list, tuple)):  # a YAML list
+                setattr(self, name, ",".join(str(m) for m in getattr(self, name)))
         check_types(self)  # YAML gives any type: 2.5 steps or "yes" for a bool end here, with the field's name
         self._check_ranges()
         parse_marks(self.word_checkpoints)  # a UserError now rather than after training started
+        sinks.parse(self.report_to)  # an unknown sink (its package is checked by sinks.require_installed)
 
     def _check_ranges(self) -> None:
         positive = ("epochs", "batch_size", "grad_accum", "max_steps", "seq_len", "val_every_steps",

@@ -69,10 +69,29 @@ def train(job, out: str, resume: bool = False, overwrite: bool = False, device: 
     console.print(f"{job.identity['command']}: preset {cfg.preset} ({count_params(model) / 1e6:.2f}M params) on "
                   f"{device}" + (f" x {d.world_size} processes ({dist_backend()})" if d.enabled else "")
                   + f", {reason}; run dir {run.path}")
+    reporter = _reporter(job, run, resume) if d.is_main else None  # --report-to: rank 0 only
+    status = "FAILED"
     try:
-        return fit(model, job, run, device, autocast, hooks, d)
+        summary = fit(model, job, run, device, autocast, (*hooks, reporter) if reporter else hooks, d)
+        status = "FINISHED"
+        return summary
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
     finally:
+        if reporter:
+            reporter.close(status)
         d.barrier()
+
+
+def _reporter(job, run, resume: bool):
+    """The --report-to sinks of this run, fed every metrics row (a loop hook); None when none is asked for."""
+    from bl2.runs import sinks
+
+    if not sinks.require_installed(job.cfg.report_to):
+        return None
+    info = sinks.run_info(run.path, job.cfg.to_dict(), job.identity, job.info) | {"mlflow_uri": job.cfg.mlflow_uri}
+    return sinks.Reporter(run.path, job.cfg.report_to, info, resume=resume)
 
 
 def fit(model, job, run, device: str, autocast=None, hooks=(), d=None) -> dict:
@@ -98,7 +117,7 @@ def fit(model, job, run, device: str, autocast=None, hooks=(), d=None) -> dict:
             task = bar.add_task("training", total=plan.total_steps, completed=state["step"])
             for step in range(state["step"] + 1, plan.total_steps + 1):
                 lr = lr_at(step - 1, cfg, plan.total_steps)
-                logger.add(step_fn(prefetch.get(), lr, step, checkpointer.last_good))
+                logger.add(step_fn(prefetch.get(), lr, step, checkpointer.last_good), step_fn.grad_norm)
                 state["step"] = step
                 words.after_step(step, model)
                 bar.advance(task)

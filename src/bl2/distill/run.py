@@ -5,6 +5,7 @@ directly."""
 from __future__ import annotations
 
 from bl2.errors import require
+from bl2.runs.sinks import require_installed
 
 
 def pretrain(cfg, data_dir, out, resume: bool = False, overwrite: bool = False, device: str = "auto",
@@ -15,6 +16,7 @@ def pretrain(cfg, data_dir, out, resume: bool = False, overwrite: bool = False, 
     from bl2.distill.rundir import preflight
 
     preflight(out, resume, overwrite)  # a wrong --out fails before the data is loaded
+    require_installed(cfg.report_to)  # a missing tracking package too
     return train(pretrain_job(cfg, str(data_dir)), str(out), resume, overwrite, device, hooks)
 
 
@@ -30,6 +32,7 @@ def distill(cfg, out, cache=None, teachers=None, data_dir=None, ensemble: str = 
 
     require((cache is None) != (teachers is None), "give either --cache or --teachers (not both)")
     preflight(out, resume, overwrite)  # a wrong --out fails before a cache is decoded or a teacher loaded
+    require_installed(cfg.report_to)
     data = None if data_dir is None else str(data_dir)
     if cache is not None:
         job = cache_job(cfg, cache, data, teacher_words)

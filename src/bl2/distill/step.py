@@ -78,6 +78,7 @@ class TrainStep:
         self.cfg, self.device, self.d = cfg, device, d
         self.head = model.get_output_embeddings()  # the fused loss applies it, chunk by chunk
         self.amp = (lambda: torch.autocast(device_type(device), dtype=autocast)) if autocast else nullcontext
+        self.grad_norm = None  # the last step's global gradient norm (None without --grad-clip: not computed)
 
     def __call__(self, batch, lr: float, number: int, last_good=None) -> list:
         """Train on one global batch; returns each micro-batch's LossParts. Raises Diverged (before the
@@ -98,6 +99,7 @@ class TrainStep:
         norm = (torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
                 if self.cfg.grad_clip > 0 else torch.zeros((), device=self.device))
         self._check_finite(parts, norm, number, last_good)
+        self.grad_norm = norm.detach() if self.cfg.grad_clip > 0 else None  # before clipping; for the logger
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return parts

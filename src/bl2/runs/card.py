@@ -205,41 +205,56 @@ def record_eval(run_dir, task: str, key: str, entry: dict) -> None:
     write_card(run_dir)
 
 
+def blimp_entries(results, out=None, limit: int | None = None) -> list[tuple]:
+    """(run dir, "blimp", suite, entry) of each evaluated bl2 run dir (a model or an ensemble member)."""
+    return [(r.model_dirs[0], "blimp", suite, {k: s.get(k) for k in ("score", "n_pairs", "n_subtasks", "ties")}
+             | {"limit": limit, "file": out and str(Path(out).resolve())})
+            for r in results if r.kind in ("model", "member") and record.is_run_dir(r.model_dirs[0])
+            for suite, s in r.suites.items()]
+
+
+def loss_entries(report: dict, out=None) -> list[tuple]:
+    """(run dir, "loss", split, entry) of each evaluated bl2 run dir: its CE and perplexity on the split."""
+    return [(name, "loss", report["split"], {"ce": report["results"][name]["ce"], "ppl": report["results"][name]["ppl"],
+             "n_tokens": report["n_tokens"], "data_dir": str(report["data_dir"]),
+             "file": out and str(Path(out).resolve())})
+            for name in report["models"] if record.is_run_dir(name)]
+
+
+def record_entries(entries: list[tuple]) -> list[str]:
+    """`bl2 eval ... --out`: each entry into its run dir's evals.json and card."""
+    done = []
+    for run_dir, task, key, entry in entries:
+        record_eval(run_dir, task, key, entry)
+        done += [] if run_dir in done else [run_dir]
+    return _told(done)
+
+
 def record_blimp(results, out, limit: int | None = None) -> list[str]:
     """`bl2 eval blimp --out`: each evaluated bl2 run dir (a model or an ensemble member) gets its suite scores."""
-    done = []
-    for r in results:
-        if r.kind in ("model", "member") and record.is_run_dir(r.model_dirs[0]):
-            for suite, s in r.suites.items():
-                record_eval(r.model_dirs[0], "blimp", suite, {k: s.get(k) for k in ("score", "n_pairs", "n_subtasks",
-                            "ties")} | {"limit": limit, "file": str(Path(out).resolve())})
-            done.append(r.model_dirs[0])
-    return _told(done)
+    return record_entries(blimp_entries(results, out, limit))
+
+
+def zero_shot_entries(doc: dict, out=None) -> list[tuple]:
+    """(run dir, "zero_shot", set, entry) of each evaluated bl2 run dir: its task scores (one entry per set)."""
+    entries = []
+    for system in doc["systems"]:
+        if system["kind"] in ("model", "member") and record.is_run_dir(system["model_dirs"][0]):
+            tasks = {t: {k: r[k] for k in ("score", "metric", "n_items", "ties")} for t, r in system["tasks"].items()}
+            entries.append((system["model_dirs"][0], "zero_shot", doc["settings"]["which"],
+                            {"tasks": tasks, "macro": system["macro_average"], "macro_tasks": system["macro_tasks"],
+                             "limit": doc["settings"]["limit"], "file": out and Path(out).name}))
+    return entries
 
 
 def record_zero_shot(doc: dict, out) -> list[str]:
     """`bl2 eval zero-shot --out`: each evaluated bl2 run dir gets its task scores (one entry per set)."""
-    done = []
-    for system in doc["systems"]:
-        if system["kind"] in ("model", "member") and record.is_run_dir(system["model_dirs"][0]):
-            tasks = {t: {k: r[k] for k in ("score", "metric", "n_items", "ties")} for t, r in system["tasks"].items()}
-            record_eval(system["model_dirs"][0], "zero_shot", doc["settings"]["which"],
-                        {"tasks": tasks, "macro": system["macro_average"], "macro_tasks": system["macro_tasks"],
-                         "limit": doc["settings"]["limit"], "file": Path(out).name})
-            done.append(system["model_dirs"][0])
-    return _told(done)
+    return record_entries(zero_shot_entries(doc, out))
 
 
 def record_loss(report: dict, out) -> list[str]:
     """`bl2 eval loss --out`: each evaluated bl2 run dir gets its CE and perplexity on the split."""
-    done = []
-    for name in report["models"]:
-        if record.is_run_dir(name):
-            r = report["results"][name]
-            record_eval(name, "loss", report["split"], {"ce": r["ce"], "ppl": r["ppl"], "n_tokens": report["n_tokens"],
-                        "data_dir": str(report["data_dir"]), "file": str(Path(out).resolve())})
-            done.append(name)
-    return _told(done)
+    return record_entries(loss_entries(report, out))
 
 
 def _told(dirs: list[str]) -> list[str]:

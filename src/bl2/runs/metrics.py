@@ -3,7 +3,8 @@ resume, `bl2 report`, sweeps, benchmarks, experiments and tests all use it).
 
 Every row has a `kind` and a wall-clock `time` (Unix seconds):
 - `train`: one per log step: `step`, `epoch`, `lr`, `ce` (mean train CE over the steps since the last row),
-  `kl` (distillation runs only: the reduced KL, same window), `tokens_per_s` (all ranks), `elapsed_s`,
+  `kl` (distillation runs only: the reduced KL, same window), `grad_norm` (mean global gradient norm before
+  clipping, same window; absent when grad_clip is 0), `tokens_per_s` (all ranks), `elapsed_s`,
   `tokens_seen` (optimizer steps x global batch_size x seq_len: the predicted positions so far) and `words_seen`
   (tokens_seen x the training split's words per token, rounded; absent when the DATA dir cannot tell);
 - `val`: one per validation: `step`, `epoch`, `val_ce`, `val_ppl`, `best_val_ce`;

@@ -148,7 +148,9 @@ def run_sweep(cfg: SweepConfig) -> dict:
     """One worker: run trials until the study has `cfg.trials` finished ones; returns the counts and the best."""
     optuna = require_optuna()
     from bl2.progress import console
+    from bl2.runs.sinks import require_installed
 
+    require_installed(cfg.base.report_to)  # --report-to: each trial is a run of its sinks, grouped by the study
     base = cfg.base
     if base.val_every_steps is None:
         console.print("[yellow]warning: no --val-every-steps: Hyperband's rungs are the epoch ends only")
