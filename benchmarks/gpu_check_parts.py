@@ -5,7 +5,8 @@
 
 `cache`: runs `bl2 cache-logits` (top-64, the given windows; its own write throughput, and end to end) and,
 on the same windows, a bare forward pass of each teacher (no softmax, no top-k, no writes; model load
-excluded), and prints both rates as JSON. `summary`: gathers DIR's JSONs into DIR/gpu_check.json and prints the headline numbers."""
+excluded), and prints both rates as JSON. `summary`: gathers DIR's JSONs into DIR/gpu_check.json and prints
+the headline numbers."""
 
 from __future__ import annotations
 
