@@ -62,7 +62,9 @@ PRETRAIN = ["pretrain", "--max-steps", "6", "--ckpt-every-steps", "2", *TRAIN]
 @pytest.fixture(scope="module")
 def two_processes(tmp_path_factory, data_dir) -> Path:
     out = tmp_path_factory.mktemp("ddp") / "two"
-    torchrun(*PRETRAIN, "--data", data_dir, "--out", out)
+    r = torchrun(*PRETRAIN, "--data", data_dir, "--out", out)
+    assert r.stdout.count("pretrain: preset debug") == 1, r.stdout  # only rank 0 prints
+    assert r.stdout.count("final model = best validation weights") == 1, r.stdout
     return out
 
 

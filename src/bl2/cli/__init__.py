@@ -8,6 +8,7 @@ on stderr with exit code 2 (cli/common.py).
 
 from __future__ import annotations
 
+import os
 import sys
 
 import typer
@@ -35,6 +36,8 @@ class Bl2Group(TyperGroup):
             if type(e).__name__ == "NoArgsIsHelpError":  # `bl2` or `bl2 cache` alone: the help itself
                 print(e.format_message(), file=sys.stderr)
                 sys.exit(2)
+            if os.environ.get("RANK", "0") != "0":  # under torchrun: every rank parses alike, rank 0 says it
+                sys.exit(getattr(e, "exit_code", 2))
             ctx = getattr(e, "ctx", None)
             hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
             print(f"error: {e.format_message().replace('Value error, ', '')}{hint}", file=sys.stderr)

@@ -40,11 +40,20 @@ def user_errors(fn):
 
 
 def _say(error: Exception) -> None:
+    """Rank 0 prints; another rank prints only an error rank 0 cannot have seen, and only after a pause: an
+    input check every rank makes fails on rank 0 too, torchrun then stops this rank before the pause is over,
+    and the user reads the line once."""
+    import os
+    import time
+
     from bl2.runtime import dist_env
     env = dist_env()
-    if env.rank == 0 or not getattr(error, "shared", False):
-        prefix = "" if env.world_size == 1 or env.rank == 0 else f"[rank {env.rank}] "
-        print(f"error: {prefix}{error}", file=sys.stderr)
+    if env.rank != 0 and getattr(error, "shared", False):
+        return
+    if env.rank != 0:
+        time.sleep(float(os.environ.get("BL2_RANK_ERROR_PAUSE_S", "5")))
+    prefix = "" if env.world_size == 1 or env.rank == 0 else f"[rank {env.rank}] "
+    print(f"error: {prefix}{error}", file=sys.stderr)
 
 
 Device = Literal["auto", "cpu", "cuda", "mps"]

@@ -33,7 +33,7 @@ def train(job, out: str, resume: bool = False, overwrite: bool = False, device: 
     StopRun to end the run cleanly. Under torchrun every rank calls this; rank 0 writes (see dist.py)."""
     from bl2.distill.rundir import RunDir
     from bl2.model.io import build_model, count_params
-    from bl2.progress import console
+    from bl2.progress import console, set_quiet
     from bl2.runtime import (
         Dist,
         autocast_dtype,
@@ -49,7 +49,7 @@ def train(job, out: str, resume: bool = False, overwrite: bool = False, device: 
     cfg = job.cfg
     device = pick_device(device)
     d = Dist(init_distributed(device))
-    console.quiet = not d.is_main  # one console: rank 0's
+    set_quiet(not d.is_main)  # one output: rank 0's
     require(cfg.batch_size % (d.world_size * cfg.grad_accum) == 0,
             f"batch_size {cfg.batch_size} must divide evenly over {d.world_size} processes x {cfg.grad_accum} "
             "micro-batches (--batch-size is the global batch)")
@@ -113,7 +113,7 @@ def fit(model, job, run, device: str, autocast=None, hooks=(), d=None) -> dict:
     stopped, t0 = None, time.perf_counter()
     model.train()
     try:
-        with make_progress("steps") as bar:
+        with make_progress("steps", lines=False) as bar:  # off a terminal the step lines say it
             task = bar.add_task("training", total=plan.total_steps, completed=state["step"])
             for step in range(state["step"] + 1, plan.total_steps + 1):
                 lr = lr_at(step - 1, cfg, plan.total_steps)
