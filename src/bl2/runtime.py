@@ -286,7 +286,9 @@ class Dist:
         dist.broadcast_object_list(box, src=0)
         kind, value = box[0]
         if kind == "error":
-            raise UserError(value)
+            error = UserError(value)
+            error.shared = True  # rank 0 says it; the other ranks stay silent (cli/common.py)
+            raise error
         return value
 
     def gather(self, obj) -> list:

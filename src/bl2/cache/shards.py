@@ -75,6 +75,22 @@ def file_size(arr, key: str) -> int | None:
 def shard_problems(arrays: Mapping[str, object], start: int, stop: int,
                    record: Mapping[str, Mapping[int, int]] | None = None) -> list[str]:
     """What is wrong with the shard files of rows [start, stop) of each array: one text per bad shard."""
+    return [text for _, text in indexed_problems(arrays, start, stop, record)]
+
+
+def damaged_shards(reader) -> dict[int, str]:
+    """{shard index: the first problem} of every committed shard whose files are missing, truncated or differ
+    from the commit record (the check `cache-logits` makes before it trusts a finished-shard record)."""
+    record, out = reader.shard_record(), {}
+    for start, stop in reader.committed_ranges():
+        for index, text in indexed_problems(reader.zarr_arrays, start, stop, record):
+            out.setdefault(index, text)
+    return out
+
+
+def indexed_problems(arrays: Mapping[str, object], start: int, stop: int,
+                     record: Mapping[str, Mapping[int, int]] | None = None) -> list[tuple[int, str]]:
+    """(row-axis shard index, what is wrong) for each bad shard file of rows [start, stop)."""
     problems = []
     for name, arr in arrays.items():
         rows, floor = shard_shape(arr)[0], min_shard_bytes(arr)
@@ -83,13 +99,13 @@ def shard_problems(arrays: Mapping[str, object], start: int, stop: int,
             size = file_size(arr, key)
             expected = None if record is None else (record.get(name) or {}).get(index)
             if size is None:
-                problems.append(f"{where}: the shard file is missing")
+                problems.append((index, f"{where}: the shard file is missing"))
             elif size < floor:
-                problems.append(f"{where}: the shard file is truncated ({size} bytes, less than its index)")
+                problems.append((index, f"{where}: the shard file is truncated ({size} bytes, less than its index)"))
             elif record is not None and expected is None:
-                problems.append(f"{where}: no size recorded for a committed shard")
+                problems.append((index, f"{where}: no size recorded for a committed shard"))
             elif expected is not None and size != int(expected):
-                problems.append(f"{where}: the shard file is {size} bytes, the record says {int(expected)}")
+                problems.append((index, f"{where}: the shard file is {size} bytes, the record says {int(expected)}"))
     return problems
 
 

@@ -101,6 +101,44 @@ def prepare_store(out: str, attrs: dict, state: str) -> None:
     create_arrays(group, array_specs(attrs))
 
 
+def repair_committed(out: str) -> list[str]:
+    """Rank 0, before a rerun trusts the finished-shard record: every committed shard whose files are missing,
+    truncated or of another size than recorded is un-committed (and the cache marked incomplete first), so the
+    rerun writes it again. Returns one text per repaired shard. (Sizes only: a bit flip inside a file of the
+    right size is found by `bl2 cache verify`, which decodes every chunk.)"""
+    from bl2.cache.reader import CacheReader
+    from bl2.cache.shards import damaged_shards
+
+    reader = CacheReader(out)
+    damaged = damaged_shards(reader)
+    if not damaged:
+        return []
+    require(reader.shard_record() is not None,
+            f"cache {out} is damaged ({next(iter(damaged.values()))}) and its format (v1) has no per-shard record "
+            "to redo a shard: rebuild it with --overwrite")
+    group = storage.open_zarr_group(out, mode="r+")
+    group.attrs.update({"complete": False})  # first: a crash below leaves an incomplete cache, never a wrong one
+    record = group[COMMITTED]
+    for index in sorted(damaged):
+        record[index] = np.zeros(record.shape[1], dtype=np.int64)
+        _delete_shard(group, reader, index)  # zarr would read a damaged file back to merge a partial shard's write
+    return [damaged[i] for i in sorted(damaged)]
+
+
+def _delete_shard(group, reader, index: int) -> None:
+    """Remove every array's shard file(s) of shard `index` (absent ones are fine), through the writable group."""
+    from zarr.core.sync import sync
+
+    from bl2.cache.schema import shard_rows
+    from bl2.cache.shards import shard_keys
+
+    start, stop = shard_rows(index, reader.n_windows)
+    for name in reader.zarr_arrays:
+        arr = group[name]
+        for _, key in shard_keys(arr, start, stop):
+            sync(arr.store_path.store.delete(key))
+
+
 def open_for_write(out: str, attrs: dict):
     """(group, data arrays, commit record array) of a prepared store, in any rank."""
     group = storage.open_zarr_group(out, mode="r+")

@@ -221,7 +221,14 @@ def cache_logits(cfg: CacheLogitsConfig) -> dict:
     """Create, resume or confirm the cache described by cfg; returns its final attrs (plus `state`). Under
     torchrun every rank calls this."""
     from bl2.cache.reader import CacheReader
-    from bl2.cache.store import committed_shards, open_for_write, output_state, prepare_store, shard_commit
+    from bl2.cache.store import (
+        committed_shards,
+        open_for_write,
+        output_state,
+        prepare_store,
+        repair_committed,
+        shard_commit,
+    )
     from bl2.model.ensemble import Ensemble
     from bl2.progress import console
     from bl2.runtime import Dist, init_distributed, pick_device, provenance
@@ -235,6 +242,12 @@ def cache_logits(cfg: CacheLogitsConfig) -> dict:
     plan = plan_cache(cfg)
     with output_lock(d, cfg):  # one writer per cache (rank 0 holds it), from the state decision to `complete`
         state = d.on_main(lambda: output_state(cfg.out, plan.attrs, cfg.overwrite))
+        if state in ("complete", "resume"):  # a rerun trusts the finished-shard record only where the files agree
+            damaged = d.on_main(lambda: repair_committed(cfg.out))
+            if damaged:
+                say(f"{cfg.out}: {len(damaged)} finished shards are missing or damaged, writing them again "
+                    f"(first: {damaged[0]})")
+                state = "resume"
         if state == "complete":
             say(f"{cfg.out} is already complete ({plan.attrs['n_windows']} windows): nothing to do")
             return {**CacheReader(cfg.out).attrs, "state": state}
