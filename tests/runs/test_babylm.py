@@ -144,6 +144,16 @@ def test_word_checkpoints_on_the_command_line(tmp_path, data_dir):
     assert r.exit_code == 0, r.stderr
     assert json.loads((out / "run.json").read_text())["config"]["word_checkpoints"] == "babylm"
     assert not (out / WORD_DIR).exists()  # 2 debug steps never reach 1M words
+    # ... and the run says so (#32.5): none written, every mark not reached, with the words it ended at
+    line = next(x for x in r.stdout.splitlines() if x.startswith("word checkpoints:"))
+    assert line.startswith("word checkpoints: 0 written; 28 not reached (the run ended at "), line
+    assert "chck_1M .. chck_1000M" in line, line
+    marked = tmp_path / "marked"  # a mark inside the run: written, and named as such
+    r = run_cli("pretrain", "--data", data_dir, "--preset", "debug", "--out", marked, "--max-steps", "2",
+                "--batch-size", "8", "--word-checkpoints", "1K,1M", "--device", "cpu")
+    assert r.exit_code == 0, r.stderr
+    assert "word checkpoints: 1 written (chck_1K); 1 not reached (the run ended at " in r.stdout, r.stdout
+    assert "words): chck_1M" in r.stdout and (marked / WORD_DIR / "chck_1K").is_dir()
     assert_user_error(run_cli("pretrain", "--data", data_dir, "--preset", "debug", "--out", tmp_path / "bad",
                               "--word-checkpoints", "1Q"), "--word-checkpoints", "1Q")
     assert not (tmp_path / "bad").exists()

@@ -91,4 +91,4 @@ class WordClock:
         console.print(f"word checkpoints: {len(written)} written" + (f" ({', '.join(written)})" if written else "")
                       + (f"; {len(missed)} not reached (the run ended at {round(words):,} words): "
                          + (", ".join(missed) if len(missed) <= 4 else f"{missed[0]} .. {missed[-1]}")
-                         if missed else ""))
+                         if missed else ""), soft_wrap=True)  # one line, whatever the terminal's width
