@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -91,8 +92,32 @@ def test_six_trials_prune_and_keep_the_best(study, data_dir):
 
 def test_rerun_with_other_settings_is_refused(study, data_dir, tmp_path):
     other = write(tmp_path / "other.yaml", "lr: {log_uniform: [1.0e-4, 1.0e-3]}\n")
-    with pytest.raises(UserError, match="other settings"):
+    with pytest.raises(UserError, match=r"other settings \(the space \(--space\) differs in lr, warmup_steps\)"):
         teacher_sweep(study, other, data_dir, trials=6)
+    from bl2.workflows.sweep.worker import SweepConfig, run_sweep
+
+    with pytest.raises(UserError, match=r"--lr 0.005 \(the study: 0.003\); --max-steps 10 \(the study: 12\)"):
+        run_sweep(SweepConfig(kind="teachers", study=study, space=study.parent / "space.yaml", trials=6,
+                              base=base_cfg(lr=5e-3, max_steps=10), data=str(data_dir), eta=3, min_resource=6,
+                              device="cpu"))
+
+
+def test_settings_diff_names_the_options():
+    from bl2.workflows.sweep.worker import settings_diff
+
+    old = {"kind": "teachers", "fixed": {"lr": 3e-4, "seed": 0}, "data": "DATA", "pruner": {"reduction_factor": 3}}
+    new = {"kind": "teachers", "fixed": {"lr": 1e-3, "seed": 0}, "data": "DATA2", "pruner": {"reduction_factor": 2}}
+    assert settings_diff(old, new) == ["--data DATA2 (the study: DATA)", "--lr 0.001 (the study: 0.0003)",
+                                       "--eta 2 (the study: 3)"]
+
+
+def test_a_finished_study_prints_its_best_parameters_rounded(study, data_dir, capsys):
+    teacher_sweep(study, study.parent / "space.yaml", data_dir, trials=6)
+    out = capsys.readouterr().out
+    table = out[out.index("best trial"):]
+    assert "parameter" in table and "value" in table and re.search(r"│ lr\s+│\s+[\d.e-]+ │", table), table
+    lr = re.search(r"│ lr\s+│\s+([\d.e-]+) │", table).group(1)
+    assert len(lr.replace(".", "").replace("-", "").split("e")[0].lstrip("0")) <= 3  # 3 significant digits
 
 
 def test_status_and_confirm(study, monkeypatch):
@@ -276,14 +301,24 @@ def test_space_refusals(tmp_path, data_dir, text, fragment):
     assert not (tmp_path / "st").exists()  # nothing written before the space is checked
 
 
-def test_shipped_spaces_load():
-    from bl2.workflows.sweep.space import load_space
+def test_shipped_spaces_load(tmp_path, monkeypatch):
+    """By name from any folder (#32.8); a path still works; a warning when --max-steps ends inside the space's
+    warm-up range."""
+    from bl2.workflows.sweep.space import SHIPPED, load_space, space_warnings
 
-    root = Path(__file__).resolve().parents[2] / "sweeps"
-    teacher = load_space(root / "teacher.yaml", TrainConfig(preset="tiny"), students=False)
+    monkeypatch.chdir(tmp_path)  # not the repository
+    teacher = load_space("teacher", TrainConfig(preset="tiny"), students=False)
+    assert teacher.params == load_space(SHIPPED / "teacher.yaml", TrainConfig(preset="tiny"), students=False).params
+    with pytest.raises(UserError, match=r"--space teachr: no such file, and not a space shipped with bl2 \(by name: "
+                       r"student, teacher\)"):
+        load_space("teachr", TrainConfig(preset="tiny"), students=False)
+    [warning] = space_warnings(teacher, TrainConfig(preset="tiny", max_steps=100))
+    assert "--max-steps 100 is shorter than the space's warm-up range (warmup_steps up to 500)" in warning
+    assert space_warnings(teacher, TrainConfig(preset="tiny", max_steps=600)) == []
+    assert space_warnings(teacher, TrainConfig(preset="tiny")) == []  # epochs: the length is not known here
     assert {"lr", "lr_schedule", "beta1", "beta2", "eps", "batch_size", "epochs", "warmup_steps", "weight_decay",
             "grad_clip", "attention_dropout"} == set(teacher.params)
-    student = load_space(root / "student.yaml", TrainConfig(preset="tiny"), students=True)
+    student = load_space("student", TrainConfig(preset="tiny"), students=True)
     assert {"alpha", "temperature"} <= set(student.params)
     cfg = teacher.apply(TrainConfig(preset="tiny"), {"beta1": 0.85, "beta2": 0.98, "lr_schedule": "linear"})
     assert cfg.betas == (0.85, 0.98) and cfg.lr_schedule == "linear"

@@ -15,7 +15,9 @@ SWEEP = "Sweep"
 sweep_app = typer.Typer(help="Hyperparameter sweeps (Optuna TPE + Hyperband) of teachers, or of students from "
                         "one cache.", no_args_is_help=True)
 
-SpaceOpt = Annotated[Path, typer.Option(help="Search space YAML (e.g. sweeps/teacher.yaml).", rich_help_panel=SWEEP)]
+SpaceOpt = Annotated[str, typer.Option(
+    help="Search space: a YAML file, or a space shipped with bl2 by name: teacher (the paper's teacher sweep), "
+    "student (alpha, T and the optimiser).", rich_help_panel=SWEEP)]
 TrialsOpt = Annotated[int, typer.Option(help="Finished (complete + pruned) trials the study should reach.",
                                         rich_help_panel=SWEEP)]
 StudyOpt = Annotated[Path, typer.Option(help="Study folder: study.json, study.db, trials/trial-NNNN/.",

@@ -92,11 +92,40 @@ class Space:
         return Space(self.params | {"temperature": t}, self.source)
 
 
-def load_space(path: Path, base: TrainConfig, students: bool) -> Space:
-    """Read and check a space file against the sweep's fixed config `base`."""
+SHIPPED = Path(__file__).parent / "spaces"  # the spaces that ship with bl2, by name: --space teacher
+
+
+def shipped_spaces() -> list[str]:
+    return sorted(p.stem for p in SHIPPED.glob("*.yaml"))
+
+
+def resolve_space(spec: str | Path) -> Path:
+    """A space file's path: an existing file as given, else a shipped space by name (`teacher`, `student`)."""
+    path = Path(spec)
+    if path.is_file():
+        return path
+    if str(spec) in shipped_spaces():
+        return SHIPPED / f"{spec}.yaml"
+    raise UserError(f"--space {spec}: no such file, and not a space shipped with bl2 (by name: "
+                    f"{', '.join(shipped_spaces())})")
+
+
+def space_warnings(space: Space, base: TrainConfig) -> list[str]:
+    """Settings of the space that the fixed options make meaningless (a warning each, the sweep still runs)."""
+    out = []
+    warmup = space.params.get("warmup_steps")
+    if warmup is not None and base.max_steps and warmup.high > base.max_steps:
+        out.append(f"--max-steps {base.max_steps} is shorter than the space's warm-up range (warmup_steps up to "
+                   f"{warmup.high}): trials sampled above {base.max_steps} never finish their warm-up; lower the "
+                   "range in a copy of the space or raise --max-steps")
+    return out
+
+
+def load_space(path: Path | str, base: TrainConfig, students: bool) -> Space:
+    """Read and check a space file (or a shipped space by name) against the sweep's fixed config `base`."""
     from bl2.distill.config import load_yaml, renamed
 
-    path = Path(path)
+    path = resolve_space(path)
     raw = renamed(load_yaml(path))  # one-line errors for a missing file, bad YAML, not a mapping; old field names
     require(bool(raw), f"{path}: the space names no parameter")
     params = {name: _param(str(path), name, spec, students) for name, spec in raw.items()}

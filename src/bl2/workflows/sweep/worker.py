@@ -48,7 +48,7 @@ from bl2.workflows.sweep.db import (
     sweep_host,
     without_password,
 )
-from bl2.workflows.sweep.space import Space, load_space
+from bl2.workflows.sweep.space import Space, load_space, space_warnings
 
 __all__ = ["SweepConfig", "run_sweep", "load_study", "default_storage", "best_trial", "counts", "trial_dir"]
 KINDS = ("teachers", "students")
@@ -118,9 +118,9 @@ def _open_or_create(cfg: SweepConfig, settings: dict, url: str, store, name: str
     path = cfg.study / STUDY_JSON
     if path.is_file():
         meta = read_meta(cfg.study)
-        diff = sorted(k for k in settings if meta.get("settings", {}).get(k) != settings[k])
-        require(not diff, f"{cfg.study} is a study with other settings ({', '.join(diff)} differ); "
-                "use another --study")
+        diff = settings_diff(meta.get("settings", {}), settings)
+        require(not diff, f"{cfg.study} is a study with other settings ({'; '.join(diff)}); use another --study "
+                "or the study's settings")
         recorded = without_password(from_record(meta["storage"], cfg.study))
         require(recorded == without_password(url) and meta["study_name"] == name,
                 f"{cfg.study} uses storage {shown(meta['storage'])} (study {meta['study_name']!r}); "
@@ -133,8 +133,8 @@ def _open_or_create(cfg: SweepConfig, settings: dict, url: str, store, name: str
     study = optuna.create_study(study_name=name, storage=store, direction="minimize", load_if_exists=True)
     shared = study.user_attrs.get(META_ATTR)
     if isinstance(shared, dict):  # another worker (maybe on another machine) made the study
-        diff = sorted(k for k in settings if shared.get("settings", {}).get(k) != settings[k])
-        require(not diff, f"study {name!r} in {shown(url)} has other settings ({', '.join(diff)} differ); "
+        diff = settings_diff(shared.get("settings", {}), settings)
+        require(not diff, f"study {name!r} in {shown(url)} has other settings ({'; '.join(diff)}); "
                 "use another --study-name")
     study.set_user_attr(META_ATTR, {k: v for k, v in meta.items() if k != "storage"})
     worker = int(study.user_attrs.get("workers", 0))
@@ -160,6 +160,8 @@ def run_sweep(cfg: SweepConfig) -> dict:
         refuse_sqlite_on_network_fs(url)
     store = make_storage(url) if cfg.storage else None  # a bad URL or a dead server: before any work or folder
     space = load_space(cfg.space, base, students=cfg.kind == "students")
+    for warning in space_warnings(space, base):
+        console.print(f"[yellow]warning:[/] {warning}", soft_wrap=True)
     make_job, space = _job_maker(cfg, space)
     min_resource = cfg.min_resource or base.val_every_steps or 1
     settings = _settings(cfg, space, min_resource)
@@ -196,7 +198,9 @@ def run_sweep(cfg: SweepConfig) -> dict:
     n = counts(study)
     best = best_trial(study)
     console.print(f"study {name!r}: {n['complete']} complete, {n['pruned']} pruned, {n['failed']} failed"
-                  + (f"; best trial {best.number}: val CE {best.value:.4f} {best.params}" if best else ""))
+                  + (f"; best trial {best.number}: val CE {best.value:.4f}" if best else ""), soft_wrap=True)
+    if best is not None and best.params:
+        console.print(params_table(best.params, f"best trial {best.number}"))
     return n | {"best_trial": best and best.number, "best_value": best and best.value}
 
 
@@ -364,6 +368,43 @@ def run_trial(study, trial, space: Space, cfg: SweepConfig, make_job) -> bool:
     except Exception as e:  # declared lost by another worker while it ran (a stalled machine): already retried
         console.print(f"[yellow]trial {trial.number}: result not recorded ({str(e).splitlines()[0]})")
     return True
+
+
+def settings_diff(old: dict, new: dict) -> list[str]:
+    """What differs between a study's recorded settings and this worker's, by the option a user types:
+    `--lr 0.001 (the study: 0.0003)`, `the space (--space): lr`, `--data`."""
+    out = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if a == b:
+            continue
+        if key == "fixed" and isinstance(a, dict) and isinstance(b, dict):
+            out += [f"--{k.replace('_', '-')} {fmt_value(b.get(k))} (the study: {fmt_value(a.get(k))})"
+                    for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+        elif key == "space" and isinstance(a, dict) and isinstance(b, dict):
+            names = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+            out.append(f"the space (--space) differs in {', '.join(names)}")
+        elif key in ("sampler", "pruner") and isinstance(a, dict) and isinstance(b, dict):
+            options = {"seed": "--sampler-seed", "n_startup_trials": "--startup-trials",
+                       "min_resource": "--min-resource-steps", "reduction_factor": "--eta"}
+            out += [f"{options.get(k, k)} {fmt_value(b.get(k))} (the study: {fmt_value(a.get(k))})"
+                    for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+        else:
+            option = {"kind": "the sweep kind"}.get(key, f"--{key}")
+            out.append(f"{option} {fmt_value(b)} (the study: {fmt_value(a)})")
+    return out
+
+
+def params_table(params: dict, title: str):
+    """A trial's parameters as a two-column table, values rounded (fmt_value)."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    table.add_column("parameter")
+    table.add_column("value", justify="right")
+    for name, value in params.items():
+        table.add_row(name, fmt_value(value))
+    return table
 
 
 def fmt_value(v) -> str:
