@@ -52,6 +52,7 @@ def test_eval_loss_results_on_stdout_progress_on_stderr(monkeypatch, data_dir, d
     assert r.exit_code == 0, r.stderr
     assert "perplexity" in r.stdout and "windows/s" not in r.stdout and "eval loss (test)" not in r.stdout
     assert re.search(r"eval loss \(test\): \d+/\d+ windows \(100%\)", r.stderr), r.stderr
+    assert str(debug_model_dir) in r.stdout  # a table in a pipe is not cut at 80 columns (#32.10)
 
 
 @pytest.mark.slow

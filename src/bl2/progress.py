@@ -9,6 +9,7 @@ only rank 0's consoles print (read from torchrun's environment, so no torch impo
 from __future__ import annotations
 
 import os
+import sys
 import time
 
 from rich.console import Console
@@ -33,8 +34,18 @@ def env_rank() -> int:
         return 0
 
 
-console = Console(highlight=False, quiet=env_rank() != 0)
-err_console = Console(stderr=True, highlight=False, quiet=env_rank() != 0)
+def log_width(stream) -> int | None:
+    """None (the terminal's width) on a terminal; otherwise wide enough that tables in logs and pipes are not cut
+    or wrapped at rich's default of 80 columns ($COLUMNS still decides when set)."""
+    try:
+        tty = stream.isatty()
+    except (AttributeError, ValueError):
+        tty = False
+    return None if tty or os.environ.get("COLUMNS") else 200
+
+
+console = Console(highlight=False, quiet=env_rank() != 0, width=log_width(sys.stdout))
+err_console = Console(stderr=True, highlight=False, quiet=env_rank() != 0, width=log_width(sys.stderr))
 
 
 def set_quiet(quiet: bool) -> None:

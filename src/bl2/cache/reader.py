@@ -36,11 +36,24 @@ from bl2.errors import UserError, require
 
 def open_group(path: str, mode: str = "r"):
     """The cache's zarr group (a local folder or an fsspec URL)."""
-    require(storage.exists(storage.join(path, "zarr.json")), f"cache not found: {path}")
+    require(storage.exists(storage.join(path, "zarr.json")), not_a_cache(path))
     try:
         return storage.open_zarr_group(path, mode=mode)
     except Exception as e:  # garbled metadata is the user's artefact, not a bl2 bug
         raise UserError(f"cannot open cache {path}: {_first_line(e)}") from None
+
+
+def not_a_cache(path: str) -> str:
+    """What `path` is, for a command that wanted a cache there (a DATA dir and a run dir are common mix-ups)."""
+    if not storage.exists(path):
+        return f"cache not found: {path}"
+    if storage.exists(storage.join(path, "tokens.zarr")):
+        return f"{path} is a DATA dir (from `bl2 prepare`), not a cache; a cache comes from `bl2 cache-logits`"
+    if storage.exists(storage.join(path, "run.json")) or storage.exists(storage.join(path, "config.json")):
+        return f"{path} is a model/run dir, not a cache; a cache comes from `bl2 cache-logits`"
+    if not storage.is_dir(path):
+        return f"{path} is a file, not a cache (a cache is a Zarr folder, e.g. cache.zarr)"
+    return f"{path} is a folder without zarr.json: not a cache (a cache is the Zarr folder `bl2 cache-logits` writes)"
 
 
 def _first_line(e: BaseException) -> str:

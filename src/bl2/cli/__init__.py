@@ -12,7 +12,7 @@ import os
 import sys
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 from bl2.cli import cache, data, quickstart, report, sweep, train
 from bl2.cli import eval as eval_cli
@@ -44,6 +44,21 @@ class Bl2Group(TyperGroup):
             sys.exit(getattr(e, "exit_code", 2))
         sys.exit(code if isinstance(code, int) else 0)
 
+
+def _help_option_without_type(get_help_option):
+    """`--help` is a flag: no `<bool>` type in the help tables (Typer labels every option with its type)."""
+
+    def wrapper(self, ctx):
+        option = get_help_option(self, ctx)
+        if option is not None and option.metavar is None:
+            option.metavar = ""
+        return option
+
+    return wrapper
+
+
+for _cls in (TyperCommand, TyperGroup):
+    _cls.get_help_option = _help_option_without_type(_cls.get_help_option)
 
 app = typer.Typer(
     cls=Bl2Group,
