@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 from pathlib import Path
 
@@ -251,9 +252,13 @@ def test_model_card_and_recorded_evaluations(tmp_path, marked_run, data_dir):
     text = (run_dir / "README.md").read_text()
     loss = json.loads((tmp_path / "loss.json").read_text())["results"][str(run_dir)]
     assert f"{loss['ce']:.4f} nats/token" in text and "| BLiMP blimp_filtered |" in text
-    assert str(tmp_path / "blimp.json") in text and "Not evaluated yet" not in text
+    assert "`../blimp.json`" in text and "Not evaluated yet" not in text  # relative to the run dir (#32.4)
     evals = json.loads((run_dir / "evals.json").read_text())
     assert set(evals) == {"loss", "blimp"} and evals["blimp"]["blimp_filtered"]["n_pairs"] == 1
+    assert evals["loss"]["val"]["file"] == "../loss.json"
+    assert evals["blimp"]["blimp_filtered"]["file"] == "../blimp.json"
+    # a card is published with the model: no absolute local path in it or in evals.json
+    assert str(tmp_path) not in text and str(tmp_path) not in json.dumps(evals)
 
 
 def test_student_card_names_cache_and_teachers(tmp_path, data_dir, teacher_runs):
@@ -267,10 +272,12 @@ def test_student_card_names_cache_and_teachers(tmp_path, data_dir, teacher_runs)
                 "--batch-size", "8", "--device", "cpu")
     assert r.exit_code == 0, r.stderr
     text = card_text(tmp_path / "s")
-    assert "## Teachers" in text and str(cache.resolve()) in text and "mode `topk`, k = 8" in text
+    assert "## Teachers" in text and "`../c.zarr`" in text and "mode `topk`, k = 8" in text
     for t in teacher_runs:
         words = json.loads((t / "run.json").read_text())["summary"]["words_seen"]
-        assert f"| `{t.resolve()}` |" in text and f"| {words:,} |" in text
+        rel = os.path.relpath(t.resolve(), (tmp_path / "s").resolve())
+        assert f"| `{rel}` |" in text and f"| {words:,} |" in text
+    assert str(tmp_path) not in text and "/" + str(data_dir).strip("/") not in text  # no absolute paths (#32.4)
     assert "knowledge-distillation" in card_header(tmp_path / "s")["tags"]
 
 

@@ -47,6 +47,25 @@ def existing_license(run_dir: Path) -> str | None:
     return header.get("license") if isinstance(header, dict) and header.get("license") else None
 
 
+def shown(run_dir: Path, location) -> str | None:
+    """A location as a card or evals.json shows it: relative to the run dir (a card is published with the model,
+    so it must not carry the author's absolute local paths); a URL as it is; None stays None."""
+    import os
+
+    if location is None or location == "None":
+        return None
+    text = str(location)
+    if "://" in text:
+        return text
+    path = Path(text)
+    if not path.is_absolute() and not path.exists():
+        return text  # already relative (to the run dir), or a name
+    try:
+        return os.path.relpath(path.resolve(), Path(run_dir).resolve())
+    except ValueError:  # another drive (Windows): the name alone
+        return path.name
+
+
 def _fmt(n) -> str:
     if n is None:
         return "unknown"
@@ -73,7 +92,7 @@ def data_section(run_dir: Path, doc: dict, summary: dict) -> list[str]:
     ident, budget = doc.get("identity", {}), doc.get("budget") or {}
     marks = [d.name for d in mark_dirs(run_dir)]
     lines = ["## Data and words seen", "",
-             f"- DATA dir: `{(doc.get('paths') or {}).get('data')}` (tokenizer sha256 "
+             f"- DATA dir: `{shown(run_dir, (doc.get('paths') or {}).get('data'))}` (tokenizer sha256 "
              f"`{str((ident.get('data') or {}).get('tokenizer_sha256'))[:12]}`)",
              f"- corpus words (train + val: one epoch of the budget): {_fmt(budget.get('corpus_words'))}; words per "
              f"token of the {budget.get('split', 'train')} split: {_fmt(budget.get('words_per_token'))}",
@@ -84,7 +103,7 @@ def data_section(run_dir: Path, doc: dict, summary: dict) -> list[str]:
     return lines + [""]
 
 
-def teachers_section(doc: dict) -> list[str]:
+def teachers_section(run_dir: Path, doc: dict) -> list[str]:
     ident, cfg = doc.get("identity", {}), doc.get("config", {})
     if not str(ident.get("command", "")).startswith("distill"):
         return []
@@ -93,7 +112,7 @@ def teachers_section(doc: dict) -> list[str]:
              f"student), T = {cfg.get('temperature')}, KL reduction `{cfg.get('kl_reduction')}`.", ""]
     cache = ident.get("cache")
     if cache:
-        lines += [f"Soft targets from the bl2 cache `{(doc.get('paths') or {}).get('cache')}`: mode "
+        lines += [f"Soft targets from the bl2 cache `{shown(run_dir, (doc.get('paths') or {}).get('cache'))}`: mode "
                   f"`{cache.get('mode')}`"
                   + (f", k = {cache.get('k')}" if cache.get("mode") == "topk" else "")
                   + f", ensemble `{cache.get('ensemble')}`, {_fmt(cache.get('n_windows'))} windows of "
@@ -105,7 +124,7 @@ def teachers_section(doc: dict) -> list[str]:
     lines += ["| teacher | weights sha256 | words trained on |", "|---|---|---|"]
     for i, sha in enumerate(shas):
         rec = records[i] if i < len(records) else {}
-        lines.append(f"| `{rec.get('path')}` | `{str(sha)[:12]}` | {_fmt(rec.get('total_words'))} |")
+        lines.append(f"| `{shown(run_dir, rec.get('path'))}` | `{str(sha)[:12]}` | {_fmt(rec.get('total_words'))} |")
     return lines + [""]
 
 
@@ -143,12 +162,13 @@ def evaluation(run_dir: Path) -> list[str]:
     lines = ["## Evaluation", "", "| task | score | details | source |", "|---|---|---|---|"]
     for suite, r in evals.get("blimp", {}).items():
         limit = f", first {r['limit']} pairs per subtask" if r.get("limit") else ""
-        lines.append(f"| BLiMP {suite} | {100 * r['score']:.1f} % | {r['n_subtasks']} subtasks, {r['n_pairs']:,} "
-                     f"pairs, {r.get('ties', 0)} ties counted correct (BabyLM 2024 rule){limit} | `{r['file']}` "
-                     f"{r['date']} |")
+        lines.append(f"| {r.get('label') or 'BLiMP'} {suite} | {100 * r['score']:.1f} % | {r['n_subtasks']} subtasks, "
+                     f"{r['n_pairs']:,} "
+                     f"pairs, {r.get('ties', 0)} ties counted correct (BabyLM 2024 rule){limit} | "
+                     f"`{shown(run_dir, r['file'])}` {r['date']} |")
     for split, r in evals.get("loss", {}).items():
         lines.append(f"| {split} loss | {r['ce']:.4f} nats/token (ppl {r['ppl']:.2f}) | {r['n_tokens']:,} tokens of "
-                     f"`{r['data_dir']}` | `{r['file']}` {r['date']} |")
+                     f"`{shown(run_dir, r['data_dir'])}` | `{shown(run_dir, r['file'])}` {r['date']} |")
     lines += zero_shot_rows(evals.get("zero_shot", {}))
     return lines + [""]
 
@@ -184,7 +204,7 @@ def card_text(run_dir) -> str:
             "`bl2 eval ... --out`. The license set in the header is kept. -->", "", f"# {run_dir.resolve().name}", "",
             "A small Llama language model trained from scratch with bl2 (BabyLlama-2 style ensemble distillation "
             "with cached teacher soft targets) in the BabyLM setting.", ""]
-    body += architecture(run_dir, doc) + data_section(run_dir, doc, summary) + teachers_section(doc)
+    body += architecture(run_dir, doc) + data_section(run_dir, doc, summary) + teachers_section(run_dir, doc)
     body += budget_section(summary) + hyperparameters(doc, summary) + evaluation(run_dir) + usage(run_dir)
     return "\n".join(header(doc, existing_license(run_dir)) + body)
 
@@ -205,10 +225,11 @@ def record_eval(run_dir, task: str, key: str, entry: dict) -> None:
     write_card(run_dir)
 
 
-def blimp_entries(results, out=None, limit: int | None = None) -> list[tuple]:
-    """(run dir, "blimp", suite, entry) of each evaluated bl2 run dir (a model or an ensemble member)."""
+def blimp_entries(results, out=None, limit: int | None = None, label: str | None = None) -> list[tuple]:
+    """(run dir, "blimp", suite, entry) of each evaluated bl2 run dir (a model or an ensemble member). `label`
+    names pairs that are not BLiMP (the quickstart's built-in synthetic pairs) in evals.json and the card."""
     return [(r.model_dirs[0], "blimp", suite, {k: s.get(k) for k in ("score", "n_pairs", "n_subtasks", "ties")}
-             | {"limit": limit, "file": out and str(Path(out).resolve())})
+             | {"limit": limit, "file": shown(r.model_dirs[0], out)} | ({"label": label} if label else {}))
             for r in results if r.kind in ("model", "member") and record.is_run_dir(r.model_dirs[0])
             for suite, s in r.suites.items()]
 
@@ -216,8 +237,8 @@ def blimp_entries(results, out=None, limit: int | None = None) -> list[tuple]:
 def loss_entries(report: dict, out=None) -> list[tuple]:
     """(run dir, "loss", split, entry) of each evaluated bl2 run dir: its CE and perplexity on the split."""
     return [(name, "loss", report["split"], {"ce": report["results"][name]["ce"], "ppl": report["results"][name]["ppl"],
-             "n_tokens": report["n_tokens"], "data_dir": str(report["data_dir"]),
-             "file": out and str(Path(out).resolve())})
+             "n_tokens": report["n_tokens"], "data_dir": shown(name, report["data_dir"]),
+             "file": shown(name, out)})
             for name in report["models"] if record.is_run_dir(name)]
 
 
@@ -230,9 +251,9 @@ def record_entries(entries: list[tuple]) -> list[str]:
     return _told(done)
 
 
-def record_blimp(results, out, limit: int | None = None) -> list[str]:
+def record_blimp(results, out, limit: int | None = None, label: str | None = None) -> list[str]:
     """`bl2 eval blimp --out`: each evaluated bl2 run dir (a model or an ensemble member) gets its suite scores."""
-    return record_entries(blimp_entries(results, out, limit))
+    return record_entries(blimp_entries(results, out, limit, label))
 
 
 def zero_shot_entries(doc: dict, out=None) -> list[tuple]:

@@ -101,7 +101,7 @@ def _pipeline(cfg: QuickstartConfig, out: Path) -> dict:
         timings[name] = round(time.perf_counter() - t, 1)
         return result
 
-    corpus, dev, blimp_dir = step("sample data", _inputs, cfg, out)
+    corpus, dev, blimp_dir = step("sample data" if cfg.corpus is None else "inputs", _inputs, cfg, out)
     data = out / "data"
     step("prepare", _prepare, cfg, corpus, dev, data)
     teachers = [out / "runs" / f"teacher{s}" for s in (0, 1)]
@@ -150,17 +150,24 @@ def _train(cfg: QuickstartConfig, data: Path, out: Path, seed: int, cache: Path 
 def _cache(cfg: QuickstartConfig, data: Path, teachers: list[Path], cache: Path):
     from bl2.cache.writer import CacheLogitsConfig, cache_logits
 
+    # with --max-steps the student reads max_steps x batch_size windows: cache those, not the whole split
+    limit = cfg.max_steps * cfg.batch_size if cfg.max_steps else None
     cache_logits(CacheLogitsConfig(data=data, teachers=teachers, out=str(cache), k=cfg.k,
-                                   temperatures=[cfg.temperature], device=cfg.device))
+                                   temperatures=[cfg.temperature], device=cfg.device, max_windows=limit))
 
 
 def _loss(cfg: QuickstartConfig, models: list[Path], data: Path, evals: Path) -> dict:
     from bl2.eval.loss import evaluate_loss
+    from bl2.runs.card import record_loss
     from bl2.runtime import pick_device
 
     device = pick_device(cfg.device)
-    return evaluate_loss(models[:2], data, split="test", device=device, out=evals / "loss_teachers.json")["results"] \
-        | evaluate_loss(models[2:], data, split="test", device=device, out=evals / "loss_student.json")["results"]
+    results = {}
+    for group, name in ((models[:2], "loss_teachers.json"), (models[2:], "loss_student.json")):
+        report = evaluate_loss(group, data, split="test", device=device, out=evals / name)
+        record_loss(report, evals / name)  # each run dir's evals.json and model card, as `bl2 eval loss --out`
+        results |= report["results"]
+    return results
 
 
 def _blimp(cfg: QuickstartConfig, teachers: list[Path], student: Path, blimp_dir: Path, evals: Path) -> dict:
@@ -169,10 +176,15 @@ def _blimp(cfg: QuickstartConfig, teachers: list[Path], student: Path, blimp_dir
 
     device = pick_device(cfg.device)
     suite = "filtered" if cfg.corpus is None else "all"
-    rows = evaluate_blimp(teachers, blimp_dir, suite=suite, limit=cfg.eval_limit, device=device, show=False,
-                          out=evals / "blimp_teachers.json")
-    rows += evaluate_blimp([student], blimp_dir, suite=suite, limit=cfg.eval_limit, device=device, show=False,
-                           out=evals / "blimp_student.json")
+    from bl2.runs.card import record_blimp
+
+    rows = []
+    for group, name in ((teachers, "blimp_teachers.json"), ([student], "blimp_student.json")):
+        results = evaluate_blimp(group, blimp_dir, suite=suite, limit=cfg.eval_limit, device=device, show=False,
+                                 out=evals / name)
+        label = "built-in synthetic pairs (not BLiMP)" if cfg.corpus is None else None
+        record_blimp(results, evals / name, cfg.eval_limit, label)  # evals.json and model cards, as `eval blimp --out`
+        rows += results
     return {str(r.model_dirs[0]) if r.kind != "ensemble" else "ensemble": r for r in rows}
 
 
@@ -200,18 +212,17 @@ def _report(cfg, out, loss, blimp, teachers, student, cache, data, timings, tota
         suites = {s: round(100 * v["score"], 2) for s, v in b.suites.items()}
         rows.append({"model": name, "path": key, "test_ce": loss[key]["ce"], "test_ppl": loss[key]["ppl"],
                      "minimal_pairs_pct": suites})
-    best_teacher = min(rows[0]["test_ce"], rows[1]["test_ce"])
-    beats = rows[3]["test_ce"] < best_teacher
-    caption = (f"student test CE {rows[3]['test_ce']:.4f} vs best teacher {best_teacher:.4f}: "
-               + ("the student beats both teachers (the paper's effect appears here)." if beats else
-                  "the student does NOT beat the best teacher here (the paper's effect does not appear)."))
+    verdict = effect_verdict(rows[0]["test_ce"], rows[1]["test_ce"], rows[3]["test_ce"])
+    beats, caption = verdict["established"], verdict["text"]
     table = Table(title="bl2 quickstart results (test split)", caption=caption)
     table.add_column("model")
     table.add_column("test CE", justify="right")
     table.add_column("ppl", justify="right")
     suite_names = list(rows[0]["minimal_pairs_pct"])
+    synthetic = cfg.corpus is None  # the built-in pairs are written in BLiMP's layout but are not BLiMP
     for s in suite_names:
-        table.add_column(f"{s} acc %", justify="right")
+        table.add_column(f"{'built-in synthetic pairs (not BLiMP)' if synthetic else 'BLiMP ' + s} acc %",
+                         justify="right")
     for r in rows:
         table.add_row(r["model"], f"{r['test_ce']:.4f}", f"{r['test_ppl']:.2f}",
                       *[f"{r['minimal_pairs_pct'][s]:.1f}" for s in suite_names])
@@ -222,9 +233,51 @@ def _report(cfg, out, loss, blimp, teachers, student, cache, data, timings, tota
         paths["report"] = out / "report" / "report.md"
     for what, p in paths.items():
         console.print(f"  {what:9s} {', '.join(map(str, p)) if isinstance(p, list) else p}")
+    if synthetic:
+        console.print("minimal pairs: the built-in synthetic pairs (BLiMP's file layout, generated from the sample "
+                      "corpus's grammar): not BLiMP, not comparable to BLiMP scores (the run dirs' evals.json and "
+                      "model cards say so too)", soft_wrap=True)
+    budget = _budget_note(student)
+    if budget:
+        console.print(budget, soft_wrap=True)
     console.print(f"total {total_s / 60:.1f} min; steps: " + ", ".join(f"{k} {v:.0f}s" for k, v in timings.items()))
-    report = {"rows": rows, "student_beats_best_teacher": beats, "caption": caption, "timings_s": timings,
+    report = {"rows": rows, "student_beats_best_teacher": beats, "effect": verdict, "caption": caption,
+              "minimal_pairs": "built-in synthetic pairs (not BLiMP)" if synthetic else "BLiMP",
+              "budget_note": budget, "timings_s": timings,
               "total_s": round(total_s, 1), "config": json.loads(json.dumps(asdict(cfg), default=str)),
               "paths": json.loads(json.dumps(paths, default=str))}
     (out / MARKER).write_text(json.dumps(report, indent=2))
     return report
+
+
+def effect_verdict(teacher0_ce: float, teacher1_ce: float, student_ce: float) -> dict:
+    """Is "the student beats both teachers" established? Only when the student's gap to the best teacher exceeds
+    the seed noise this run can estimate: the CE difference of the two teachers, the same recipe from two seeds.
+    Two seeds make a rough estimate, so a gap inside it is reported as not established, never as an effect."""
+    best, noise = min(teacher0_ce, teacher1_ce), abs(teacher0_ce - teacher1_ce)
+    gap = best - student_ce  # > 0: the student is better
+    head = (f"student test CE {student_ce:.4f} vs best teacher {best:.4f} (gap {gap:+.4f}); seed noise estimated "
+            f"from the two teachers: {noise:.4f}. ")
+    if gap > noise:
+        text = head + "The student beats both teachers by more than the seed noise (the paper's effect appears here)."
+    elif -gap > noise:
+        text = head + "The student is worse than the best teacher by more than the seed noise (no effect here)."
+    else:
+        text = head + "The gap is within the seed noise: the effect is not established at this size."
+    return {"established": gap > noise, "gap": gap, "seed_noise": noise, "text": text}
+
+
+def _budget_note(student: Path) -> str | None:
+    """The BabyLM budget of the demo recipe: it trains many epochs over a tiny corpus, which the 10-epoch cap
+    forbids; say so rather than let `bl2 budget --cap-epochs 10` surprise the user."""
+    from bl2.runs import record
+
+    summary = record.read(student).get("summary") or {}
+    eq = summary.get("epoch_equivalents")
+    if eq is None:
+        return None
+    verdict = ("within" if eq <= 10 else "over") + " BabyLM's cap of 10"
+    why = ("" if eq <= 10 else ": the demo trains 2 teachers and the student for many epochs of a small corpus, "
+           "the paper's regime of many passes, so `bl2 budget RUN --cap-epochs 10` exits 1 on it; a recipe within "
+           "the cap: see the README's budget section")
+    return f"budget: the student and its teachers used {eq:.1f} epoch-equivalents of the corpus, {verdict}{why}"
