@@ -67,6 +67,23 @@ def require_writable_dir(path: str | Path, what: str) -> None:
         raise UserError(f"cannot write {what} {folder}: {e.strerror or e}") from None
 
 
+def require_remote_writable(location: str, what: str) -> None:
+    """For a URL output: write and delete one small probe object under it before any work, so a missing bucket,
+    no server, refused credentials or a read-only bucket is one line now, not a traceback after an hour of
+    tokenizing (listing is not enough: s3fs lists a missing bucket as empty)."""
+    import uuid
+
+    fs, path = filesystem(location)
+    probe = f"{path.rstrip('/')}/.bl2-write-probe-{uuid.uuid4().hex}"
+    with remote_errors(location):
+        try:
+            fs.pipe_file(probe, b"")
+        except (PermissionError, FileNotFoundError) as e:
+            raise UserError(f"cannot write {what} {location}: {cause(e)} (a missing bucket, or no write "
+                            "permission)") from None
+        fs.rm_file(probe)
+
+
 def require_writable_file(path: str | Path, what: str) -> None:
     """One-line user error unless the local file `path` can be (re)written: not a folder, and its folder
     writable (or creatable)."""

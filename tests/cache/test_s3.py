@@ -163,7 +163,8 @@ def s3_commands(url: str, model, out) -> dict[str, list]:
 
 
 @pytest.mark.parametrize("case", ["no server", "no credentials", "bad storage options", "missing bucket"])
-def test_unreachable_storage_is_one_line(s3, s3_data, debug_model_dir, tmp_path, monkeypatch, fresh_s3fs, case):
+def test_unreachable_storage_is_one_line(s3, s3_data, debug_model_dir, tmp_path, monkeypatch, fresh_s3fs, case,
+                                        corpus_dirs, data_dir):
     """No server at the endpoint, no credentials, --storage-options fsspec refuses, or a bucket that does not
     exist: one line naming the location and the cause, exit 2, before any work (nothing written locally)."""
     from conftest import assert_user_error
@@ -183,10 +184,17 @@ def test_unreachable_storage_is_one_line(s3, s3_data, debug_model_dir, tmp_path,
         url = "s3://bl2-no-such-bucket"
     fragment = {"bad storage options": "--storage-options", "missing bucket": "bl2-no-such-bucket"}.get(case,
                                                                                                      "cannot reach")
-    for name, args in s3_commands(url, debug_model_dir, tmp_path / "out").items():
+    outputs = {  # remote outputs (#32.7): checked by writing a probe object before any tokenizing or teacher pass
+        "prepare --out": ["prepare", corpus_dirs[0], "--dev", corpus_dirs[1], "--out", f"{url}/NEW", "--vocab-size",
+                          "400"],
+        "cache-logits --out": ["cache-logits", "--data", data_dir, "--teachers", debug_model_dir, "--out",
+                               f"{url}/new.zarr", "--device", "cpu"]}
+    for name, args in (s3_commands(url, debug_model_dir, tmp_path / "out") | outputs).items():
         r = run_cli(*args, *extra)
         assert_user_error(r, fragment)
         assert not (tmp_path / "out").exists(), name
+        if name in outputs:
+            assert "tokenizing" not in r.stdout + r.stderr and "cache-logits:" not in r.stdout, (name, r.stdout)
 
 
 def test_unfinished_prepare_upload_is_recognised(s3, corpus_dirs):

@@ -60,6 +60,8 @@ def output_state(out: str, attrs: dict, overwrite: bool) -> str:
     old = _existing_attrs(out)
     if local:
         storage.require_writable_dir(out, "the cache --out")
+    else:  # a missing bucket lists as empty: write a probe object before the teachers run
+        storage.require_remote_writable(out, "the cache --out")
     if old is None:
         return "new"
     if overwrite:

@@ -77,6 +77,7 @@ def check_remote_output(out: str, overwrite: bool) -> None:
     with storage.remote_errors(out):
         names = [f[len(path.rstrip("/")) + 1:] for f in fs.find(path)] if fs.exists(path) else []
     if not names:
+        storage.require_remote_writable(out, "the DATA dir --out")  # nothing there yet: can we write at all?
         return
     ours = all(n in TOKENIZER_FILES or n.startswith(f"{STORE_NAME}/") for n in names)
     require(ours, f"{out} holds objects that are not a bl2 DATA dir ({names[0]}, ...); refusing")
