@@ -80,7 +80,7 @@ def test_every_file_roles_and_numbers_equal_the_inputs(study, tmp_path):
     assert {m["label"]: m["group"] for m in doc["models"]} == {
         "teacher0": "teachers", "teacher1": "teachers", "ensemble(teacher0+teacher1)": "direct ensemble",
         "student0": "students (2 teachers)", "student1": "students (2 teachers)", "student2": "students (2 teachers)",
-        "CE only": "baselines (alpha 1)", "trial-0": "sweep study-a"}
+        "CE only": "baselines (alpha 1)", "study-a/trial-0": "sweep study-a"}
     # the numbers are the evaluation JSONs' (the table shows them rounded)
     loss = json.loads((study["evals"] / "loss_teachers.json").read_text())["results"]
     blimp = json.loads((study["evals"] / "blimp_teachers.json").read_text())["results"]
@@ -107,6 +107,8 @@ def test_missing_evaluations_are_gaps(study, tmp_path):
     out = tmp_path / "rep"
     r = run_cli("report", study["runs"], "--evals", study["evals"] / "loss_teachers.json", "--out", out)
     assert r.exit_code == 0, r.stderr
+    assert not (out / "fig2_blimp_vs_val_ce.png").exists()  # no BLiMP data: no empty Figure 2 (#32.9)
+    assert "Figure 2 is not drawn" in (out / "report.md").read_text()
     doc = json.loads((out / "results.json").read_text())
     models = {m["label"]: m for m in doc["models"]}
     assert set(models["student0"]["metrics"]) == {"val CE"} and "test CE" in models["teacher0"]["metrics"]
@@ -230,3 +232,52 @@ def test_zero_shot_columns_and_words_figure(study, tmp_path):
     assert "| BLiMP fast (2025) |" in text or "BLiMP fast (2025)" in text.split("## Groups")[0]
     assert "## BabyLM 2025 zero-shot suite" in text and "](zero_shot_vs_words.png)" in text
     assert (out / "zero_shot_vs_words.png").stat().st_size > 1000
+
+
+def test_two_studies_confirm_runs_and_evaluations_of_other_runs(study, tmp_path):
+    """#32.9: trials of two studies keep distinct labels; `sweep confirm` runs are the sweep's, not baselines;
+    evaluation files about runs outside the report are left out of its counts; the legend of Figure 1 names only
+    what is drawn."""
+    root = tmp_path / "sweeps"
+    for name in ("study-a", "study-b"):
+        trial = root / name / "trials" / "trial-0000"
+        shutil.copytree(study["students"][0], trial)
+        info = json.loads((trial / "run.json").read_text())
+        info["sweep"] = {"study": str(root / name), "trial": 0, "params": {"lr": 0.01}, "state": "complete"}
+        (trial / "run.json").write_text(json.dumps(info))
+    confirm = root / "study-a" / "confirm" / "trial-0000-seed-1"
+    shutil.copytree(study["students"][1], confirm)
+    info = json.loads((confirm / "run.json").read_text())
+    info["sweep_confirm"] = {"study": str(root / "study-a"), "trial": 0, "params": {"lr": 0.01}, "seed": 1}
+    (confirm / "run.json").write_text(json.dumps(info))
+    out = tmp_path / "rep"
+    r = run_cli("report", root, "--evals", study["evals"] / "loss_teachers.json", "--evals",
+                study["evals"] / "sub", "--out", out)
+    assert r.exit_code == 0, r.stderr
+    doc = json.loads((out / "results.json").read_text())
+    groups = {m["label"]: m["group"] for m in doc["models"]}
+    assert groups == {"study-a/trial-0000": "sweep study-a", "study-b/trial-0000": "sweep study-b",
+                      "study-a/trial-0000-seed-1": "sweep study-a: best config, new seeds"}
+    text = (out / "report.md").read_text()
+    assert "3 models (3 run dirs), 0 evaluation files (" in text  # teachers' and students' files: other runs
+    assert "left out" in text and "loss_teachers.json" in text
+
+
+def test_fig1_legend_names_only_what_is_drawn():
+    import matplotlib
+
+    from bl2.workflows.report.figures import fig1, group_styles
+    from bl2.workflows.report.inputs import Model
+
+    def model(label, group, ce):
+        m = Model(label, label, label, "student", group)
+        m.metrics["test CE"] = ce
+        return m
+
+    rows = [model("a", "one", 3.0), model("b", "two", 3.1), model("c", "two", 3.2)]  # no group of 3: no violin
+    with matplotlib.rc_context({"svg.hashsalt": "x"}):
+        legend = [t.get_text() for t in fig1(rows, group_styles(rows)).legends[0].get_texts()]
+    assert legend == ["one model", "group mean ± sd"]
+    rows += [model("d", "two", 3.4)]
+    legend = [t.get_text() for t in fig1(rows, group_styles(rows)).legends[0].get_texts()]
+    assert legend[0] == "distribution (groups of ≥ 3)"

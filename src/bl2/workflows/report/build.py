@@ -81,7 +81,9 @@ def report(cfg: ReportConfig) -> Path:
     require_matplotlib()
     models = collect_runs(cfg.runs, cfg.labels, cfg.groups)
     docs = find_eval_docs(cfg.evals)
-    unmatched = attach_evals(docs, models)
+    used: set = set()
+    unmatched = attach_evals(docs, models, used)
+    docs = [d for d in docs if d[0] in used]  # files only about other runs are listed as left out, not counted
     fill_val_ce(models)
     caches = [read_cache(c) for c in cfg.caches]
     rows = ordered(models)
@@ -220,8 +222,9 @@ def markdown(rows: list[Model], doc: dict, figures: dict, eval_files: list[str],
     n_runs = sum(1 for m in rows if not m.members)
     n_caches = len(doc["caches"])
     lines = ["# bl2 report", "",
-             f"{len(rows)} models ({n_runs} run dirs), {len(eval_files)} evaluation files, "
-             f"{n_caches} cache{'s' * (n_caches != 1)}. CE in nats/token (lower is better); BLiMP accuracy in % "
+             f"{len(rows)} models ({n_runs} run dirs), {len(eval_files)} evaluation files"
+             + (f" ({len(unmatched)} entries about models outside these run dirs left out)" if unmatched else "")
+             + f", {n_caches} cache{'s' * (n_caches != 1)}. CE in nats/token (lower is better); BLiMP accuracy in % "
              "(chance 50). A gap (–) is an evaluation that was not found.", "", "## Results", ""]
     lines += results_table(rows, names)
     lines += ["", "val CE: validation CE of the final weights: an `eval loss --split val` where one was found, else "
@@ -241,7 +244,7 @@ def markdown(rows: list[Model], doc: dict, figures: dict, eval_files: list[str],
                      f"slope {fit['slope']:.2f} %/nat, R² = "
                      f"{'–' if fit['r2'] is None else format(fit['r2'], '.3f')} over {fit['n']} models"))
     if not doc["fits"]:
-        lines.append("- no BLiMP evaluation found")
+        lines.append("- no BLiMP evaluation found (`bl2 eval blimp ... --out` into --evals): Figure 2 is not drawn")
     lines.append("")
     lines += figure("Figure 2 analogue", figures.get("fig2"))
     if "fig3" in figures:

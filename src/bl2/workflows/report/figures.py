@@ -32,7 +32,9 @@ def draw_all(rows: list[Model], caches: list[dict], fits: dict, out: Path) -> di
 
     with matplotlib.rc_context(RC):
         styles = group_styles(rows)
-        figs = {"curves": curves(rows, styles), "fig1": fig1(rows, styles), "fig2": fig2(rows, styles, fits)}
+        figs = {"curves": curves(rows, styles), "fig1": fig1(rows, styles)}
+        if fits:  # no BLiMP evaluation: no empty figure (report.md says why)
+            figs["fig2"] = fig2(rows, styles, fits)
         if caches:
             figs["caches"] = cache_figure(caches)
         from bl2.workflows.report.zero_shot import words_figure
@@ -140,44 +142,59 @@ def focus(ax, points: list[tuple[float, float]]) -> None:
 # ----------------------------------------------------------------------------------------------- figure 1
 def fig1(rows: list[Model], styles: dict):
     """One panel per metric: a violin per group of 3 or more, a dot per model, the group's mean ± sd."""
+    import textwrap
+
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
     names = metric_names(rows)
-    fig, axes = new_figure(len(names))
+    n_groups = len(dict.fromkeys(m.group for m in rows))
+    # wider panels for many groups, so tick labels (wrapped, rotated) neither overlap nor get clipped
+    fig, axes = new_figure(len(names), width=max(4.3, 0.9 * n_groups + 1.5), height=3.6 + 0.25 * min(n_groups, 8),
+                           ncols=3 if n_groups <= 4 else 2)
     if not names:
         note(axes[0], "no evaluation found (--evals)")
+    violins = mean_sd = False
     for ax, name in zip(axes, names):
         groups = list(dict.fromkeys(m.group for m in rows if name in m.metrics))
         for i, g in enumerate(groups):
             members = [m for m in rows if m.group == g and name in m.metrics]
-            group_panel(ax, i, [m.metrics[name] for m in members], [m.label for m in members], styles[g])
-        ax.set_xticks(range(len(groups)), groups, rotation=25, ha="right")
+            drew = group_panel(ax, i, [m.metrics[name] for m in members], [m.label for m in members], styles[g])
+            violins, mean_sd = violins or drew, mean_sd or len(members) > 1
+        ax.set_xticks(range(len(groups)), [textwrap.fill(g, 18) for g in groups], rotation=30, ha="right",
+                      rotation_mode="anchor", fontsize=8)
         ax.set_xlim(-0.6, len(groups) - 0.4)
         ax.set(title=name, ylabel=f"CE ({unit(name)})" if name.endswith(" CE") else unit(name))
-    handles = [Patch(facecolor="0.7", alpha=0.5, label="distribution (groups of ≥ 3)"),
-               Line2D([], [], marker="o", color="0.3", linestyle="", label="one model"),
-               Line2D([], [], marker="_", color="black", markersize=10, linestyle="-", label="group mean ± sd")]
-    fig.legend(handles=handles, loc="outside lower center", ncols=3, fontsize=8)
+    handles = [Line2D([], [], marker="o", color="0.3", linestyle="", label="one model")]
+    if violins:  # the legend promises only what is drawn
+        handles.insert(0, Patch(facecolor="0.7", alpha=0.5, label="distribution (groups of ≥ 3)"))
+    if mean_sd:
+        handles.append(Line2D([], [], marker="_", color="black", markersize=10, linestyle="-",
+                              label="group mean ± sd"))
+    fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize=8)
     fig.suptitle("Figure 1 analogue: every metric by group")
     return fig
 
 
-def group_panel(ax, x: int, values: list[float], labels: list[str], style: tuple[str, str]) -> None:
+def group_panel(ax, x: int, values: list[float], labels: list[str], style: tuple[str, str]) -> bool:
+    """One group's dots (and violin, mean ± sd); returns whether a violin was drawn."""
     colour, marker = style
-    if len(values) > 2 and max(values) > min(values):  # a KDE of identical values is singular
+    violin = len(values) > 2 and max(values) > min(values)  # a KDE of identical values is singular
+    if violin:
         body = ax.violinplot([values], positions=[x], widths=0.7, showextrema=False)["bodies"][0]
         body.set(facecolor=colour, edgecolor=colour, alpha=0.3)
     n = len(values)
     xs = [x + (-0.15 + 0.3 * i / (n - 1) if n > 1 else 0.0) for i in range(n)]  # fixed spread, no random jitter
     ax.scatter(xs, values, color=colour, marker=marker, edgecolor="black", linewidth=0.5, s=24, zorder=3)
     if n == 2:  # a group of one is named by its tick; a group of 3+ is a distribution
-        for xi, v, label in zip(xs, values, labels):
-            ax.annotate(label, (xi, v), xytext=(5, 0), textcoords="offset points", fontsize=7, va="center")
+        for side, (xi, v, label) in zip((-1, 1), zip(xs, values, labels)):  # left dot: label left; right: right
+            ax.annotate(label.rsplit("/", 1)[-1], (xi, v), xytext=(6 * side, 0), textcoords="offset points",
+                        fontsize=7, va="center", ha="right" if side < 0 else "left")
     if n > 1:
         mean = sum(values) / n
         sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
         ax.errorbar([x - 0.32], [mean], yerr=[sd], fmt="_", color="black", markersize=10, capsize=3, zorder=4)
+    return violin
 
 
 # ----------------------------------------------------------------------------------------------- figure 2

@@ -131,9 +131,15 @@ def teacher_refs(infos: list[dict]) -> tuple[set[str], set[str]]:
 def assign_role(model: Model, info: dict, teacher_paths: set[str], teacher_shas: set[str]) -> None:
     ident = info.get("identity") or {}
     command, cfg = ident.get("command"), info.get("config") or {}
-    sweep = info.get("sweep")
+    sweep, confirm = info.get("sweep"), info.get("sweep_confirm")
     if isinstance(sweep, dict):
-        model.role, model.group = "sweep trial", f"sweep {Path(str(sweep.get('study', 'study'))).name}"
+        study = Path(str(sweep.get("study", "study"))).name
+        model.role, model.group = "sweep trial", f"sweep {study}"
+        model.label = f"{study}/{model.label}"  # trial-0003 of two studies: two labels
+    elif isinstance(confirm, dict):  # `sweep confirm`: the sweep's best config re-trained from a new seed
+        study = Path(str(confirm.get("study", "study"))).name
+        model.role, model.group = "sweep confirm", f"sweep {study}: best config, new seeds"
+        model.label = f"{study}/{model.label}"
     elif command == "pretrain":
         model.role = "teacher" if is_teacher(model, teacher_paths, teacher_shas) else "baseline"
         model.group = "teachers" if model.role == "teacher" else "baselines (pretrained)"
@@ -184,11 +190,14 @@ def collect_runs(args: list[str], labels: dict[str, str], groups: dict[str, str]
 
 
 def unique_labels(models: list[Model]) -> None:
-    """Dir names, with their parent folder where two runs share a name (trials of two studies)."""
-    names = [m.label for m in models]
-    for m in models:
-        if names.count(m.label) > 1:
-            m.label = "/".join(Path(m.path).resolve().parts[-2:])
+    """Labels stay unique: where two runs share one, each gets as many of its parent folders as it takes."""
+    for depth in range(2, 8):
+        names = [m.label for m in models]
+        clashes = [m for m in models if names.count(m.label) > 1]
+        if not clashes:
+            return
+        for m in clashes:
+            m.label = "/".join(Path(m.path).resolve().parts[-depth:])
 
 
 # ----------------------------------------------------------------------------------------------- evaluations
@@ -254,9 +263,11 @@ def ensemble_of(names: list[str], models: dict[str, Model]) -> Model:
     return models[key]
 
 
-def attach_evals(docs: list[tuple[Path, dict, str]], models: dict[str, Model]) -> list[str]:
-    """Put every evaluation's numbers on its model; returns the entries that name no run dir of the report."""
+def attach_evals(docs: list[tuple[Path, dict, str]], models: dict[str, Model], used: set | None = None) -> list[str]:
+    """Put every evaluation's numbers on its model; returns the entries that name no run dir of the report.
+    `used` receives the files that gave at least one number (the others are about other runs)."""
     unmatched = []
+    used = set() if used is None else used
 
     def put(name: str, metric: str, value: float, where: Path) -> None:
         key = match_dir(name, models)
@@ -264,6 +275,7 @@ def attach_evals(docs: list[tuple[Path, dict, str]], models: dict[str, Model]) -
             unmatched.append(f"{where}: {name} ({metric})")
         else:
             models[key].metrics[metric] = value
+            used.add(where)
 
     for path, doc, kind in docs:
         if kind == "loss":
@@ -272,7 +284,12 @@ def attach_evals(docs: list[tuple[Path, dict, str]], models: dict[str, Model]) -
                 if name in doc["results"]:
                     put(name, metric, float(doc["results"][name]["ce"]), path)
             if "ensemble" in doc["results"] and len(doc["models"]) > 1:
-                ensemble_of(doc["models"], models).metrics[metric] = float(doc["results"]["ensemble"]["ce"])
+                if all(match_dir(d, models) for d in doc["models"]):
+                    ensemble_of(doc["models"], models).metrics[metric] = float(doc["results"]["ensemble"]["ce"])
+                    used.add(path)
+                else:
+                    unmatched.append(f"{path}: ensemble of {', '.join(doc['models'])} (members not among the run "
+                                     "dirs)")
             continue
         if kind == "zero_shot":
             from bl2.workflows.report import zero_shot
@@ -284,7 +301,11 @@ def attach_evals(docs: list[tuple[Path, dict, str]], models: dict[str, Model]) -
             dirs = [str(d) for d in entry.get("model_dirs") or []]
             scores = {suite_metric(s): 100 * float(v["score"]) for s, v in (entry.get("suites") or {}).items()}
             if len(dirs) > 1 or entry.get("kind") == "ensemble":
-                ensemble_of(dirs, models).metrics.update(scores)
+                if all(match_dir(d, models) for d in dirs):  # an ensemble of runs outside the report: left out
+                    ensemble_of(dirs, models).metrics.update(scores)
+                    used.add(path)
+                else:
+                    unmatched.append(f"{path}: ensemble of {', '.join(dirs)} (members not among the run dirs)")
             elif dirs:
                 for metric, value in scores.items():
                     put(dirs[0], metric, value, path)
