@@ -51,6 +51,7 @@ def test_damaged_cache_verify_skips_and_rerun_repairs(tmp_path, data_dir):
         np.testing.assert_array_equal(value, good[name], err_msg=name)
     ok = run_cli("cache", "verify", out)
     assert ok.exit_code == 0 and "SKIP  checksums" not in ok.stdout, ok.stdout
+    assert "cache verify: " in ok.stderr and "rows (100%)" in ok.stderr  # progress off a terminal (#32.1)
     third = run_cli(*args(data_dir, teachers, out))  # intact now: a rerun has nothing to do
     assert third.exit_code == 0 and "already complete" in third.stdout
 

@@ -154,17 +154,22 @@ def verify(path: str, data: Path | None = None, teachers: list[Path] | None = No
     c = Checks()
     check_attrs(r, c)
     tokens = load_tokens(r, data, c)
+    from bl2.progress import make_progress
+
     done, unread = 0, []
-    for start, stop in r.committed_ranges():
-        done += stop - start
-        block = read_block(r, start, stop, c)
-        if block is None:
-            unread.append((start, stop))
-            continue
-        where = f"rows {start}:{stop}"
-        check_tokens(r, block, tokens, start, c)
-        {"topk": check_topk, "full": check_full, "sample": check_sample, "hybrid": check_hybrid}[r.mode](
-            r, block, where, c)
+    with make_progress("rows") as bar:  # a large cache takes minutes to decode: progress on stderr
+        task = bar.add_task("cache verify", total=r.windows_done)
+        for start, stop in r.committed_ranges():
+            done += stop - start
+            bar.advance(task, stop - start)
+            block = read_block(r, start, stop, c)
+            if block is None:
+                unread.append((start, stop))
+                continue
+            where = f"rows {start}:{stop}"
+            check_tokens(r, block, tokens, start, c)
+            {"topk": check_topk, "full": check_full, "sample": check_sample, "hybrid": check_hybrid}[r.mode](
+                r, block, where, c)
     c.details["checksums"] = f"{len(r.arrays)} arrays, {done} rows"
     c.details["shards"] = f"every shard file of the {done} committed rows is present"
     if unread:
