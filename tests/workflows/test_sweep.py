@@ -103,7 +103,7 @@ def test_rerun_with_other_settings_is_refused(study, data_dir, tmp_path):
 
 
 def test_settings_diff_names_the_options():
-    from bl2.workflows.sweep.worker import settings_diff
+    from bl2.workflows.sweep.show import settings_diff
 
     old = {"kind": "teachers", "fixed": {"lr": 3e-4, "seed": 0}, "data": "DATA", "pruner": {"reduction_factor": 3}}
     new = {"kind": "teachers", "fixed": {"lr": 1e-3, "seed": 0}, "data": "DATA2", "pruner": {"reduction_factor": 2}}

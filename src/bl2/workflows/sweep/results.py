@@ -18,7 +18,8 @@ import statistics
 from pathlib import Path
 
 from bl2.errors import UserError, require
-from bl2.workflows.sweep.worker import best_trial, counts, fmt_value, load_study, trial_dir
+from bl2.workflows.sweep.show import fmt_value
+from bl2.workflows.sweep.worker import best_trial, counts, load_study, trial_dir
 
 CONFIRM_JSON = "confirm.json"
 STATES = {"FAIL": "failed"}  # Optuna's state names, lower case, with this one spelt as the counts spell it
