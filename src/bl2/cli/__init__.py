@@ -14,7 +14,7 @@ import sys
 import typer
 from typer.core import TyperCommand, TyperGroup
 
-from bl2.cli import cache, data, quickstart, report, sweep, train
+from bl2.cli import cache, data, finetune, quickstart, report, sweep, train
 from bl2.cli import eval as eval_cli
 
 
@@ -77,5 +77,5 @@ def _setup() -> None:
     tune_allocator()
 
 
-for _module in (data, train, cache, eval_cli, sweep, report, quickstart):
+for _module in (data, train, cache, eval_cli, finetune, sweep, report, quickstart):
     _module.register(app)

@@ -1,0 +1,92 @@
+"""`bl2 finetune MODEL --task T|all --data-dir GLUE_DIR --out DIR`: (Super)GLUE fine-tuning, the BabyLM 2025
+protocol's recipe by default (hyperparameters as data: eval/finetune/tasks.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import typer
+
+from bl2.cli.common import DeviceOpt, user_errors
+from bl2.errors import require
+
+TASK_CHOICES = "rte|mrpc|wsc|mnli|qqp|boolq|multirc|cola|sst2|qnli|all"
+
+
+def finetune(
+    model: Annotated[Path, typer.Argument(help="A Hugging Face causal-LM dir with its tokenizer (a bl2 run dir).")],
+    task: Annotated[str, typer.Option(help=f"{TASK_CHOICES}; all = every task whose files are in --data-dir.")],
+    data_dir: Annotated[Path, typer.Option("--data-dir", help="Folder of TASK.train.jsonl / TASK.valid.jsonl "
+                                           "(the official evaluation_data/full_eval/glue_filtered).")],
+    out: Annotated[Path, typer.Option(help="Output folder: OUT/TASK/{results.json,metrics.jsonl,predictions.json} "
+                                      "and OUT/results.json.")],
+    recipe: Annotated[Literal["babylm2025", "paper"], typer.Option(
+        help="babylm2025: the official defaults (lr 3e-5, batch 32 / 16 for boolq and multirc, 10 epochs / 30 for "
+        "wsc, seed 42, warm-up 6 %, cosine to 0.1). paper: not available offline (see --recipe-file).")] = "babylm2025",
+    recipe_file: Annotated[Path | None, typer.Option(help="YAML of hyperparameters (all tasks, or per task); "
+                                                     "keys not given: babylm2025's.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Peak learning rate.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Examples per step.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Passes over the train file.")] = None,
+    weight_decay: Annotated[float | None, typer.Option(help="AdamW weight decay.")] = None,
+    warmup_proportion: Annotated[float | None, typer.Option(help="Share of the steps with linear warm-up.")] = None,
+    schedule: Annotated[Literal["cosine", "none"] | None, typer.Option(help="After warm-up.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Head init and batch order.")] = None,
+    max_length: Annotated[int | None, typer.Option(help="Truncate inputs to this many tokens (and to the "
+                                                   "model's context).")] = None,
+    max_train_examples: Annotated[int | None, typer.Option(help="Only the first N train rows (quick runs).")] = None,
+    select: Annotated[Literal["last", "best"], typer.Option(
+        help="last: the last epoch; best: the epoch best on the valid file (the official choice, which selects on "
+        "the data it reports).")] = "last",
+    babylm_results: Annotated[Path | None, typer.Option(help="Also write DIR/<model>/main/finetune/<task>/"
+                                                        "predictions.json (the official layout).")] = None,
+    device: DeviceOpt = "auto",
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out.", metavar="")] = False,
+):
+    """Fine-tune a model dir on (Super)GLUE tasks and score the valid files (accuracy, F1, MCC)."""
+    import json
+
+    from bl2.eval.blimp import check_model_dirs
+    from bl2.eval.finetune.tasks import TASKS
+    from bl2.eval.finetune.tasks import recipe as recipe_of
+    from bl2.eval.finetune.tasks import recipe_file as read_recipe_file
+    from bl2.eval.finetune.train import Hyper, finetune_task
+    from bl2.progress import console
+    from bl2.runtime import pick_device
+    from bl2.storage import write_text_atomic
+
+    check_model_dirs([model])  # a config.json and tokenizer files, before any work
+    require(data_dir.is_dir(), f"--data-dir {data_dir} not found")
+    require(task == "all" or task in TASKS, f"unknown task {task!r}; choose one of {TASK_CHOICES}")
+    require(overwrite or not out.exists(), f"{out} already exists; pass --overwrite to replace it")
+    require(max_train_examples is None or max_train_examples >= 1, "--max-train-examples must be >= 1")
+    tasks = [t for t in TASKS if (data_dir / f"{t}.train.jsonl").is_file()] if task == "all" else [task]
+    require(bool(tasks), f"no TASK.train.jsonl in {data_dir}")
+    if task == "all":
+        for t in TASKS:
+            if t not in tasks and (data_dir / f"{t}.valid.jsonl").is_file():
+                console.print(f"skip {t}: no {t}.train.jsonl in {data_dir} (only its valid file)")
+    overrides = {k: v for k, v in dict(lr=lr, batch_size=batch_size, epochs=epochs, weight_decay=weight_decay,
+                                       warmup_proportion=warmup_proportion, schedule=schedule, seed=seed,
+                                       max_length=max_length).items() if v is not None}
+    hypers = {t: Hyper(**((read_recipe_file(recipe_file, t) if recipe_file else recipe_of(recipe, t))
+                          | overrides)) for t in tasks}
+    results = {}
+    for t in tasks:
+        r = finetune_task(model, data_dir, t, hypers[t], out / t, pick_device(device), select, max_train_examples)
+        results[t] = r
+        console.print(f"{t}: {r['metric']} {100 * r['score']:.2f} (accuracy {100 * r['metrics']['accuracy']:.2f}; "
+                      f"majority class {100 * r['majority_baseline']:.2f}; epoch {r['selected_epoch']}, {select})")
+        if babylm_results is not None:
+            folder = babylm_results / model.stem / "main" / "finetune" / t
+            folder.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(folder / "predictions.json", (out / t / "predictions.json").read_text())
+    average = sum(r["score"] for r in results.values()) / len(results)
+    write_text_atomic(out / "results.json", json.dumps({"tasks": results, "average": average, "select": select,
+                                                        "recipe": str(recipe_file or recipe)}, indent=2) + "\n")
+    console.print(f"average over {', '.join(results)}: {100 * average:.2f} (each task's headline metric)")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("finetune")(user_errors(finetune))
