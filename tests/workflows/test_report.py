@@ -86,8 +86,10 @@ def test_every_file_roles_and_numbers_equal_the_inputs(study, tmp_path):
     blimp = json.loads((study["evals"] / "blimp_teachers.json").read_text())["results"]
     assert models["teacher1"]["metrics"]["test CE"] == loss[str(study["teachers"][1])]["ce"]
     assert models["ensemble(teacher0+teacher1)"]["metrics"]["test CE"] == loss["ensemble"]["ce"]
-    assert models["ensemble(teacher0+teacher1)"]["metrics"]["BLiMP filtered"] == \
+    # the built-in pairs are labelled as what they are (SYNTHETIC.md beside them), never "BLiMP filtered"
+    assert models["ensemble(teacher0+teacher1)"]["metrics"]["Minimal pairs, synthetic (not BLiMP)"] == \
         100 * blimp[-1]["suites"]["blimp_filtered"]["score"]
+    assert not any("BLiMP filtered" in m["metrics"] for m in doc["models"])
     for s in study["students"]:
         ce = json.loads((study["evals"] / f"loss_{s.name}.json").read_text())["results"][str(s)]["ce"]
         assert models[s.name]["metrics"]["test CE"] == ce
@@ -98,7 +100,7 @@ def test_every_file_roles_and_numbers_equal_the_inputs(study, tmp_path):
     assert students["n"] == 3 and students["metrics"]["test CE"]["mean"] == pytest.approx(sum(ces) / 3)
     assert models["teacher0"]["n_params"] > 0 and models["teacher0"]["tokens_seen"] == 6 * 8 * 128
     assert doc["caches"][0]["mode"] == "topk" and doc["caches"][0]["bytes_per_token"] > 0
-    fit = doc["fits"]["BLiMP filtered"]
+    fit = doc["fits"]["Minimal pairs, synthetic (not BLiMP)"]
     assert fit["n"] == 6  # 2 teachers, 3 students, the baseline: the ensemble has no val CE, the trial no BLiMP
     assert "R² = " in text
 
@@ -227,7 +229,7 @@ def test_zero_shot_columns_and_words_figure(study, tmp_path):
     assert models["teacher0"]["metrics"]["BabyLM macro fast (2025)"] == teacher  # the only accuracy task present
     ensemble = both["systems"][-1]["tasks"]["blimp"]["score"]
     assert models["ensemble(teacher0+teacher1)"]["metrics"]["BLiMP fast (2025)"] == ensemble
-    assert "BLiMP filtered" in models["teacher0"]["metrics"]  # the sample-pair suite keeps its own column
+    assert "Minimal pairs, synthetic (not BLiMP)" in models["teacher0"]["metrics"]  # a column of its own
     text = (out / "report.md").read_text()
     assert "| BLiMP fast (2025) |" in text or "BLiMP fast (2025)" in text.split("## Groups")[0]
     assert "## BabyLM 2025 zero-shot suite" in text and "](zero_shot_vs_words.png)" in text

@@ -213,13 +213,20 @@ def evaluate_blimp(model_dirs: list[Path], data_dir: Path, suite: str = "all", l
         settings = {"suite": suite, "data_dir": str(Path(data_dir).resolve()), "suites": [s.name for s in suites],
                     "limit": limit, "batch_size": batch_size, "device": device, "ensemble_rule": ENSEMBLE_RULE,
                     "prefix_token_id": tok.bos_token_id, "continuation": "' ' + sentence, no special tokens",
-                    "tie_rule": TIE_RULE,
+                    "tie_rule": TIE_RULE, "synthetic_suites": synthetic_suites(suites),
                     "batching": "prefix tries" if pack else "length-sorted, right-padded",
                     "date": datetime.now(UTC).isoformat(timespec="seconds")}
         write_text_atomic(out, results_json(results, settings, timing(score_s, len(sentences), subtasks), device))
     if log_samples is not None:
         write_text_atomic(log_samples, "\n".join(sample_lines(scores, subtasks)) + "\n")
     return results
+
+
+def synthetic_suites(suites) -> list[str]:
+    """Suites whose folder holds the built-in pairs' marker (bl2.data.sample.pairs): not BLiMP."""
+    from bl2.data.sample.pairs import SYNTHETIC_MARK
+
+    return [s.name for s in suites if (Path(s.folder) / SYNTHETIC_MARK).is_file()]
 
 
 def timing(score_s: float, n_sentences: int, subtasks: list[SubtaskPairs]) -> dict:

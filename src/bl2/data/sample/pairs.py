@@ -33,6 +33,8 @@ INFO: dict[str, tuple[str, str]] = {
     AUX: ("syntax", "question_formation"),
 }
 SUITE = "blimp_filtered"  # the folder `bl2 eval blimp --data-dir` reads
+# a file beside the jsonl files: `eval blimp` records that the suite is synthetic and `bl2 report` labels it so
+SYNTHETIC_MARK = "SYNTHETIC.md"
 DNA_DETS = (("this", 1.), ("that", 1.), ("these", 1.), ("those", 1.), ("a", .7), ("many", .4))
 MAX_TRIES_PER_PAIR = 3000
 
@@ -130,6 +132,8 @@ def write_pairs(out_dir: Path, *, n_pairs: int, seed: int, exclude: set[str]) ->
         records = pair_records(phen, maker.pairs(phen, n_pairs, exclude))
         text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
         (suite / f"{phen}.jsonl").write_text(text, encoding="utf-8", newline="\n")
+    (suite / SYNTHETIC_MARK).write_text("bl2's built-in synthetic minimal pairs in BLiMP's file layout, generated "
+                                        "from the sample grammar: not BLiMP.\n", encoding="utf-8")
     return out_dir
 
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bl2.errors import require
-from bl2.workflows.report.inputs import Model, blimp_points, finite, metric_names
+from bl2.workflows.report.inputs import SYNTHETIC, Model, blimp_points, finite, metric_names
 
 EXTRA_HINT = "pip install 'bl2[report]'"
 BLIMP_PREFIX = "BLiMP "
@@ -142,7 +142,7 @@ def results_doc(rows: list[Model], caches: list[dict]) -> dict:
     names = metric_names(rows)
     fits = {}
     for name in names:
-        if name.startswith(BLIMP_PREFIX):
+        if name.startswith(BLIMP_PREFIX) or name == SYNTHETIC:
             pts = blimp_points(rows, name)
             fits[name] = linear_fit([p[1] for p in pts], [p[2] for p in pts])
     models = [{"label": m.label, "path": m.path, "role": m.role, "group": m.group, "n_params": m.n_params,

@@ -16,6 +16,7 @@ from bl2.storage import local_path
 
 RUN_JSON = record.RUN_JSON
 SUITES = {"blimp_filtered": "BLiMP filtered", "supplement_filtered": "BLiMP supplement"}
+SYNTHETIC = "Minimal pairs, synthetic (not BLiMP)"  # `eval blimp` on bl2's built-in pairs
 SPLIT_ORDER = ("test", "val", "train")
 
 
@@ -299,7 +300,9 @@ def attach_evals(docs: list[tuple[Path, dict, str]], models: dict[str, Model], u
             continue
         for entry in doc["results"]:
             dirs = [str(d) for d in entry.get("model_dirs") or []]
-            scores = {suite_metric(s): 100 * float(v["score"]) for s, v in (entry.get("suites") or {}).items()}
+            synthetic = set((doc.get("settings") or {}).get("synthetic_suites") or [])
+            scores = {SYNTHETIC if s in synthetic else suite_metric(s): 100 * float(v["score"])
+                      for s, v in (entry.get("suites") or {}).items()}
             if len(dirs) > 1 or entry.get("kind") == "ensemble":
                 if all(match_dir(d, models) for d in dirs):  # an ensemble of runs outside the report: left out
                     ensemble_of(dirs, models).metrics.update(scores)
@@ -336,7 +339,7 @@ def metric_order(names: set[str]) -> list[str]:
         if name.endswith(" CE"):
             split = name[:-3]
             return (0, SPLIT_ORDER.index(split) if split in SPLIT_ORDER else 9, name)
-        known = list(SUITES.values())
+        known = [*SUITES.values(), SYNTHETIC]
         return (1, known.index(name) if name in known else 9, name)
 
     return sorted(names, key=rank)
