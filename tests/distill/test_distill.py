@@ -74,6 +74,24 @@ def test_offline_full_cache_equals_online_teachers(tmp_path, data_dir, teachers,
     assert diff / init < 1e-3
 
 
+def test_online_fresh_offsets_reads_pretraining_windows(tmp_path, data_dir, teachers, caches):
+    """--fresh-offsets: live teachers on pretraining's windows. With alpha 1 the KL has no weight, so the run
+    must retrace `bl2 pretrain` of the same seed step for step; with alpha 0.5 it trains on the KL too."""
+    pre, ce_only, fresh = tmp_path / "pre", tmp_path / "ce_only", tmp_path / "fresh"
+    pretrain(cfg(alpha=1.0), data_dir, pre, device="cpu")
+    distill(cfg(alpha=1.0), ce_only, teachers=teachers, data_dir=data_dir, device="cpu", fresh_offsets=True)
+    assert rows(ce_only, "ce") == pytest.approx(rows(pre, "ce"), rel=1e-5)
+    distill(cfg(), fresh, teachers=teachers, data_dir=data_dir, device="cpu", fresh_offsets=True)
+    fixed = tmp_path / "fixed"
+    distill(cfg(), fixed, teachers=teachers, data_dir=data_dir, device="cpu")
+    assert rows(fresh, "ce") != pytest.approx(rows(fixed, "ce"), rel=1e-5)  # other windows
+    assert json.loads((fresh / "run.json").read_text())["identity"]["windows"] == "fresh"
+    assert "windows" not in json.loads((fixed / "run.json").read_text())["identity"]
+    r = run_cli("distill", "--cache", caches["topk"], "--out", tmp_path / "bad", "--fresh-offsets", "--device", "cpu",
+                "--preset", "debug")
+    assert_user_error(r, "--fresh-offsets needs live teachers")
+
+
 @pytest.mark.parametrize("mode, temperature", [("topk", 1.0), ("topk", 2.0), ("sample", 1.0)])
 def test_every_mode_trains(tmp_path, caches, mode, temperature):
     out = tmp_path / mode

@@ -104,3 +104,46 @@ def test_bad_input_is_one_line(tmp_path, debug_model_dir):
     assert_user_error(run_cli("finetune", no_tok, "--data-dir", data, "--task", "rte", "--out", tmp_path / "f"),
                       "no tokenizer")
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_official_heads_pool_where_the_official_code_does(debug_model_dir):
+    """babylm2025 = the official ClassifierHead on position 0, which in a causal decoder sees only the first
+    token (so inputs that share it get the same logits); babylm2025-last reads the last non-pad token."""
+    import torch
+
+    from bl2.eval.finetune.heads import build
+
+    torch.manual_seed(0)
+    ids = torch.tensor([[5, 9, 11, 0], [5, 7, 0, 0]])
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0]])
+    first, last = build("babylm2025", debug_model_dir, 3).eval(), build("babylm2025-last", debug_model_dir, 3).eval()
+    with torch.no_grad():
+        a = first(ids, mask).logits
+        b = last(ids, mask).logits
+        states = last.transformer(input_ids=ids, attention_mask=mask).last_hidden_state
+        by_hand = last.classifier(torch.stack([states[0, 2], states[1, 1]]))
+    assert a.shape == (2, 3) and torch.allclose(a[0], a[1])
+    assert not torch.allclose(b[0], b[1]) and torch.allclose(b, by_hand)
+    assert [type(m).__name__ for m in first.classifier] == ["LayerNorm", "Linear", "GELU", "LayerNorm", "Dropout",
+                                                            "Linear"]
+    labels = torch.tensor([0, 2])
+    with torch.no_grad():
+        loss = first(ids, mask, labels).loss.item()
+    assert loss == pytest.approx(torch.nn.functional.cross_entropy(a, labels).item())
+
+
+def test_official_head_trains_and_writes_a_run_record(tmp_path, debug_model_dir):
+    data = tmp_path / "glue"
+    write_rte(data, 64, "train")
+    write_rte(data, 64, "valid")
+    out = tmp_path / "ft"
+    r = run_cli("finetune", debug_model_dir, "--task", "rte", "--data-dir", data, "--out", out, "--lr", "3e-3",
+                "--epochs", "6", "--batch-size", "16", "--device", "cpu", "--head", "babylm2025-last")
+    assert r.exit_code == 0, r.stderr
+    res = json.loads((out / "rte" / "results.json").read_text())
+    assert res["head"].startswith("babylm2025-last") and res["metrics"]["accuracy"] > res["majority_baseline"] + 0.2
+    run = json.loads((out / "rte" / "run.json").read_text())
+    assert run["kind"] == "finetune" and run["head"] == "babylm2025-last" and run["hyper"]["lr"] == 3e-3
+    assert run["summary"]["score"] == res["score"] and "torch" in run["provenance"]
+    top = json.loads((out / "results.json").read_text())
+    assert top["kind"] == "finetune" and top["model"] == str(debug_model_dir) and top["head"] == "babylm2025-last"

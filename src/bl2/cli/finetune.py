@@ -39,6 +39,10 @@ def finetune(
     select: Annotated[Literal["last", "best"], typer.Option(
         help="last: the last epoch; best: the epoch best on the valid file (the official choice, which selects on "
         "the data it reports).")] = "last",
+    head: Annotated[Literal["hf", "babylm2025", "babylm2025-last"], typer.Option(
+        help="hf: transformers' AutoModelForSequenceClassification (last non-pad token); babylm2025: the official "
+        "pipeline's ClassifierHead on the FIRST token, as eval_finetuning.sh runs it (a decoder then sees only "
+        "the first word); babylm2025-last: the official head on the last non-pad token.")] = "hf",
     babylm_results: Annotated[Path | None, typer.Option(help="Also write DIR/<model>/main/finetune/<task>/"
                                                         "predictions.json (the official layout).")] = None,
     device: DeviceOpt = "auto",
@@ -74,7 +78,8 @@ def finetune(
                           | overrides)) for t in tasks}
     results = {}
     for t in tasks:
-        r = finetune_task(model, data_dir, t, hypers[t], out / t, pick_device(device), select, max_train_examples)
+        r = finetune_task(model, data_dir, t, hypers[t], out / t, pick_device(device), select, max_train_examples,
+                          head=head)
         results[t] = r
         console.print(f"{t}: {r['metric']} {100 * r['score']:.2f} (accuracy {100 * r['metrics']['accuracy']:.2f}; "
                       f"majority class {100 * r['majority_baseline']:.2f}; epoch {r['selected_epoch']}, {select})")
@@ -83,8 +88,9 @@ def finetune(
             folder.mkdir(parents=True, exist_ok=True)
             write_text_atomic(folder / "predictions.json", (out / t / "predictions.json").read_text())
     average = sum(r["score"] for r in results.values()) / len(results)
-    write_text_atomic(out / "results.json", json.dumps({"tasks": results, "average": average, "select": select,
-                                                        "recipe": str(recipe_file or recipe)}, indent=2) + "\n")
+    write_text_atomic(out / "results.json", json.dumps({
+        "kind": "finetune", "model": str(model), "head": head, "tasks": results, "average": average,
+        "select": select, "recipe": str(recipe_file or recipe)}, indent=2) + "\n")
     console.print(f"average over {', '.join(results)}: {100 * average:.2f} (each task's headline metric)")
 
 

@@ -46,6 +46,9 @@ def distill(
                                              rich_help_panel=DATA)] = None,
     ensemble: Annotated[Ensemble, typer.Option(help="Online teachers: logit-mean (the paper) | prob-mean.",
                                                rich_help_panel=DISTILL)] = "logit-mean",
+    fresh_offsets: Annotated[bool, typer.Option(
+        help="Online teachers: a fresh random window offset every epoch, as pretraining and the reference code "
+        "(default: the cache's fixed windows, so online == a full cache).", rich_help_panel=DISTILL)] = False,
     teacher_words: Annotated[str | None, typer.Option(
         help="Words the teachers were trained on, for the budget ledger when their run.json cannot tell: one "
         "count for each (e.g. 80M) or one per teacher (80M,80M).", rich_help_panel=DISTILL)] = None,
@@ -59,7 +62,7 @@ def distill(
 
     cfg = train_config(config, train, alpha=0.5)  # a student: alpha 0.5 unless the file or the command line say
     run(cfg, out, cache=cache, teachers=split_list(teachers) or None, data_dir=data,
-        ensemble=ENSEMBLE_RULES[ensemble], resume=resume, overwrite=overwrite,
+        ensemble=ENSEMBLE_RULES[ensemble], resume=resume, overwrite=overwrite, fresh_offsets=fresh_offsets,
         device=device, teacher_words=[parse_count(w, "--teacher-words") for w in split_list(teacher_words)])
 
 

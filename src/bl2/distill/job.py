@@ -138,12 +138,14 @@ def _cache_words_store(reader, store):
 
 
 def online_job(cfg: TrainConfig, teachers: list[str], data: str, ensemble: str = "logit_mean",
-               device: str = "auto", teacher_words=None) -> Job:
+               device: str = "auto", teacher_words=None, fresh_offsets: bool = False) -> Job:
     """`bl2 distill --teachers`: the online baseline. The ensemble runs live on the very windows, in the very
-    order, that a cache of the same teachers would hold (offset 0), with the loss of a full cache."""
+    order, that a cache of the same teachers would hold (offset 0), with the loss of a full cache; with
+    fresh_offsets, on pretraining's windows instead (a new random offset per window every epoch, as the
+    reference code), which no cache can hold."""
     from bl2.cache.teachers import teacher_records
     from bl2.data.store import TokenStore
-    from bl2.distill.sources import FixedWindows
+    from bl2.distill.sources import FixedWindows, RandomOffsetWindows
     from bl2.model.ensemble import Ensemble
     from bl2.runtime import pick_device
 
@@ -156,7 +158,11 @@ def online_job(cfg: TrainConfig, teachers: list[str], data: str, ensemble: str =
     records = teacher_records(teachers)
     identity = {"command": "distill-online", "config": cfg.identity(), "vocab_size": store.vocab_size,
                 "data": _data_identity(store), "teachers": [t["sha256"] for t in records], "ensemble": ensemble}
-    source = FixedWindows(store.split("train"), cfg.seq_len, cfg.seed, offsets=(0,), buffer=cfg.shuffle_buffer)
+    if fresh_offsets:  # recorded only when set: the identity of fixed-window online runs is unchanged
+        identity["windows"] = "fresh"
+        source = RandomOffsetWindows(store.split("train"), cfg.seq_len, cfg.seed)
+    else:
+        source = FixedWindows(store.split("train"), cfg.seq_len, cfg.seed, offsets=(0,), buffer=cfg.shuffle_buffer)
     objective = Objective(LossSpec.of(cfg, "full"), LiveTargets(ens))
     paths = {"data": display(store.data_dir), "teachers": [t["path"] for t in records]}
     budget = budget_info(store, "train", teachers, teacher_words)

@@ -1,7 +1,8 @@
 """`bl2 finetune`: one task's fine-tuning run as the BabyLM 2025 protocol runs it (AdamW, linear warm-up over a
 proportion of the steps then cosine decay to min_factor x lr, shuffled batches, inputs truncated to max_length,
 evaluation on the valid file after every epoch), with Hugging Face's `AutoModelForSequenceClassification` on
-the model dir (a decoder pools its last non-pad token; right padding).
+the model dir (a decoder pools its last non-pad token; right padding) or the official pipeline's head
+(`head`, see heads.py).
 
 Model selection: the official pipeline keeps the epoch with the best score on the same valid file it then
 reports, which selects on the test data; `select="last"` (bl2's default) reports the last epoch, `"best"` the
@@ -16,7 +17,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from bl2.errors import UserError, require
+from bl2.eval.finetune.heads import HEAD_LABELS
 from bl2.eval.finetune.tasks import FORMATS, metrics, read_split
+from bl2.runs import record
+from bl2.runtime import provenance
 from bl2.storage import write_text_atomic
 
 
@@ -50,14 +54,16 @@ def lr_factor(step: int, warmup: int, total: int, min_factor: float, schedule: s
     return max(min_factor, min_factor + (1 - min_factor) * 0.5 * (1.0 + math.cos(math.pi * progress)))
 
 
-def load(model_dir: Path, num_labels: int, device: str):
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+def load(model_dir: Path, num_labels: int, device: str, head: str = "hf"):
+    from transformers import AutoTokenizer
     from transformers.utils import logging as hf_logging
+
+    from bl2.eval.finetune.heads import build
 
     hf_logging.set_verbosity_error()  # "some weights are newly initialized": the head, by design
     try:
         tok = AutoTokenizer.from_pretrained(str(model_dir))
-        model = AutoModelForSequenceClassification.from_pretrained(str(model_dir), num_labels=num_labels)
+        model = build(head, str(model_dir), num_labels)
     except Exception as e:  # a dir without tokenizer files or weights is the user's artefact
         raise UserError(f"cannot load {model_dir} for sequence classification: "
                         f"{str(e).strip().splitlines()[0].strip()}") from None
@@ -89,9 +95,11 @@ def predict(model, tok, texts, max_length: int, device: str, batch_size: int = 6
 
 
 def finetune_task(model_dir: Path, data_dir: Path, task: str, hp: Hyper, out: Path, device: str = "cpu",
-                  select: str = "last", max_train: int | None = None, progress: bool = True) -> dict:
+                  select: str = "last", max_train: int | None = None, progress: bool = True,
+                  head: str = "hf") -> dict:
     """Fine-tune on DATA/task.train.jsonl, evaluate on DATA/task.valid.jsonl after each epoch; writes OUT/
-    {results.json, metrics.jsonl, predictions.json} and returns the results."""
+    {run.json (kind finetune: the task, model, head and hyperparameters, then its summary), results.json,
+    metrics.jsonl (kind train/val per epoch), predictions.json} and returns the results."""
     import copy
     import random
 
@@ -103,7 +111,11 @@ def finetune_task(model_dir: Path, data_dir: Path, task: str, hp: Hyper, out: Pa
     valid = read_split(Path(data_dir) / f"{task}.valid.jsonl", task)
     random.seed(hp.seed)
     torch.manual_seed(hp.seed)
-    tok, model = load(model_dir, FORMATS[task].num_labels, device)
+    tok, model = load(model_dir, FORMATS[task].num_labels, device, head)
+    out.mkdir(parents=True, exist_ok=True)
+    record.create(out, {"kind": "finetune", "task": task, "model": str(model_dir), "head": head, "select": select,
+                        "hyper": asdict(hp), "n_train": len(train.texts), "n_valid": len(valid.texts),
+                        "provenance": provenance(device)})
     max_length = min(hp.max_length, int(getattr(model.config, "max_position_embeddings", hp.max_length)))
     opt = torch.optim.AdamW(model.parameters(), lr=hp.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=hp.weight_decay)
     steps_per_epoch = math.ceil(len(train.texts) / hp.batch_size)
@@ -141,10 +153,10 @@ def finetune_task(model_dir: Path, data_dir: Path, task: str, hp: Hyper, out: Pa
     result = {"task": task, "model": str(model_dir), "metric": key, "score": final[key], "metrics": final,
               "select": select, "selected_epoch": _selected(rows, select, key), "hyper": asdict(hp),
               "max_length_used": max_length, "n_train": len(train.texts), "n_valid": len(valid.texts),
-              "head": "hf (AutoModelForSequenceClassification, last non-pad token)",
+              "head": HEAD_LABELS[head],
               "seconds": round(time.perf_counter() - t0, 2),
               "majority_baseline": max(valid.labels.count(c) for c in set(valid.labels)) / len(valid.labels)}
-    out.mkdir(parents=True, exist_ok=True)
+    record.update(out, summary={k: result[k] for k in ("metric", "score", "metrics", "selected_epoch", "seconds")})
     write_text_atomic(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     write_text_atomic(out / "results.json", json.dumps(result, indent=2) + "\n")
     write_text_atomic(out / "predictions.json", json.dumps(official_predictions(task, preds)))
