@@ -310,7 +310,7 @@ def test_shipped_spaces_load(tmp_path, monkeypatch):
     teacher = load_space("teacher", TrainConfig(preset="tiny"), students=False)
     assert teacher.params == load_space(SHIPPED / "teacher.yaml", TrainConfig(preset="tiny"), students=False).params
     with pytest.raises(UserError, match=r"--space teachr: no such file, and not a space shipped with bl2 \(by name: "
-                       r"student, teacher\)"):
+                       r"finetune, student, teacher\)"):
         load_space("teachr", TrainConfig(preset="tiny"), students=False)
     [warning] = space_warnings(teacher, TrainConfig(preset="tiny", max_steps=100))
     assert "--max-steps 100 is shorter than the space's warm-up range (warmup_steps up to 500)" in warning
@@ -322,6 +322,12 @@ def test_shipped_spaces_load(tmp_path, monkeypatch):
     assert {"alpha", "temperature"} <= set(student.params)
     cfg = teacher.apply(TrainConfig(preset="tiny"), {"beta1": 0.85, "beta2": 0.98, "lr_schedule": "linear"})
     assert cfg.betas == (0.85, 0.98) and cfg.lr_schedule == "linear"
+    from bl2.eval.finetune.tasks import recipe
+    from bl2.eval.finetune.train import Hyper
+    from bl2.workflows.sweep.space import FINETUNE
+
+    finetune = load_space("finetune", Hyper(**recipe("babylm2025", "rte")), students=False, vocab=FINETUNE)
+    assert set(finetune.params) == {"lr", "batch_size", "epochs", "weight_decay", "schedule", "warmup_proportion"}
 
 
 def test_without_optuna_one_line_error(monkeypatch, tmp_path, data_dir):

@@ -14,18 +14,32 @@ from bl2.errors import require
 TASK_CHOICES = "rte|mrpc|wsc|mnli|qqp|boolq|multirc|cola|sst2|qnli|all"
 
 
+ModelArg = Annotated[Path, typer.Argument(help="A Hugging Face causal-LM dir with its tokenizer (a bl2 run dir).")]
+DataDirOpt = Annotated[Path, typer.Option("--data-dir", help="Folder of TASK.train.jsonl / TASK.valid.jsonl (the "
+                                          "official evaluation_data/full_eval/glue_filtered).")]
+RecipeOpt = Annotated[Literal["babylm2025", "paper"], typer.Option(
+    help="babylm2025: the official defaults (lr 3e-5, batch 32 / 16 for boolq and multirc, 10 epochs / 30 for "
+    "wsc, seed 42, warm-up 6 %, cosine to 0.1). paper: not available offline (see --recipe-file).")]
+RecipeFileOpt = Annotated[Path | None, typer.Option(help="YAML of hyperparameters (all tasks, or per task); "
+                                                    "keys not given: babylm2025's.")]
+MaxTrainOpt = Annotated[int | None, typer.Option(help="Only the first N train rows (quick runs).")]
+SelectOpt = Annotated[Literal["last", "best"], typer.Option(
+    help="last: the last epoch; best: the epoch best on the valid file (the official choice, which selects on "
+    "the data it reports).")]
+HeadOpt = Annotated[Literal["hf", "babylm2025", "babylm2025-last"], typer.Option(
+    help="hf: transformers' AutoModelForSequenceClassification (last non-pad token); babylm2025: the official "
+    "pipeline's ClassifierHead on the FIRST token, as eval_finetuning.sh runs it (a decoder then sees only "
+    "the first word); babylm2025-last: the official head on the last non-pad token.")]
+
+
 def finetune(
-    model: Annotated[Path, typer.Argument(help="A Hugging Face causal-LM dir with its tokenizer (a bl2 run dir).")],
+    model: ModelArg,
     task: Annotated[str, typer.Option(help=f"{TASK_CHOICES}; all = every task whose files are in --data-dir.")],
-    data_dir: Annotated[Path, typer.Option("--data-dir", help="Folder of TASK.train.jsonl / TASK.valid.jsonl "
-                                           "(the official evaluation_data/full_eval/glue_filtered).")],
-    out: Annotated[Path, typer.Option(help="Output folder: OUT/TASK/{results.json,metrics.jsonl,predictions.json} "
-                                      "and OUT/results.json.")],
-    recipe: Annotated[Literal["babylm2025", "paper"], typer.Option(
-        help="babylm2025: the official defaults (lr 3e-5, batch 32 / 16 for boolq and multirc, 10 epochs / 30 for "
-        "wsc, seed 42, warm-up 6 %, cosine to 0.1). paper: not available offline (see --recipe-file).")] = "babylm2025",
-    recipe_file: Annotated[Path | None, typer.Option(help="YAML of hyperparameters (all tasks, or per task); "
-                                                     "keys not given: babylm2025's.")] = None,
+    data_dir: DataDirOpt,
+    out: Annotated[Path, typer.Option(help="Output folder: OUT/TASK/{run.json,results.json,metrics.jsonl,"
+                                      "predictions.json} and OUT/results.json.")],
+    recipe: RecipeOpt = "babylm2025",
+    recipe_file: RecipeFileOpt = None,
     lr: Annotated[float | None, typer.Option(help="Peak learning rate.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Examples per step.")] = None,
     epochs: Annotated[int | None, typer.Option(help="Passes over the train file.")] = None,
@@ -35,14 +49,9 @@ def finetune(
     seed: Annotated[int | None, typer.Option(help="Head init and batch order.")] = None,
     max_length: Annotated[int | None, typer.Option(help="Truncate inputs to this many tokens (and to the "
                                                    "model's context).")] = None,
-    max_train_examples: Annotated[int | None, typer.Option(help="Only the first N train rows (quick runs).")] = None,
-    select: Annotated[Literal["last", "best"], typer.Option(
-        help="last: the last epoch; best: the epoch best on the valid file (the official choice, which selects on "
-        "the data it reports).")] = "last",
-    head: Annotated[Literal["hf", "babylm2025", "babylm2025-last"], typer.Option(
-        help="hf: transformers' AutoModelForSequenceClassification (last non-pad token); babylm2025: the official "
-        "pipeline's ClassifierHead on the FIRST token, as eval_finetuning.sh runs it (a decoder then sees only "
-        "the first word); babylm2025-last: the official head on the last non-pad token.")] = "hf",
+    max_train_examples: MaxTrainOpt = None,
+    select: SelectOpt = "last",
+    head: HeadOpt = "hf",
     babylm_results: Annotated[Path | None, typer.Option(help="Also write DIR/<model>/main/finetune/<task>/"
                                                         "predictions.json (the official layout).")] = None,
     device: DeviceOpt = "auto",
@@ -53,9 +62,7 @@ def finetune(
 
     from bl2.eval.blimp import check_model_dirs
     from bl2.eval.finetune.tasks import TASKS
-    from bl2.eval.finetune.tasks import recipe as recipe_of
-    from bl2.eval.finetune.tasks import recipe_file as read_recipe_file
-    from bl2.eval.finetune.train import Hyper, finetune_task
+    from bl2.eval.finetune.train import finetune_task
     from bl2.progress import console
     from bl2.runtime import pick_device
     from bl2.storage import write_text_atomic
@@ -74,8 +81,7 @@ def finetune(
     overrides = {k: v for k, v in dict(lr=lr, batch_size=batch_size, epochs=epochs, weight_decay=weight_decay,
                                        warmup_proportion=warmup_proportion, schedule=schedule, seed=seed,
                                        max_length=max_length).items() if v is not None}
-    hypers = {t: Hyper(**((read_recipe_file(recipe_file, t) if recipe_file else recipe_of(recipe, t))
-                          | overrides)) for t in tasks}
+    hypers = {t: hyper_of(t, recipe, recipe_file, overrides) for t in tasks}
     results = {}
     for t in tasks:
         r = finetune_task(model, data_dir, t, hypers[t], out / t, pick_device(device), select, max_train_examples,
@@ -92,6 +98,16 @@ def finetune(
         "kind": "finetune", "model": str(model), "head": head, "tasks": results, "average": average,
         "select": select, "recipe": str(recipe_file or recipe)}, indent=2) + "\n")
     console.print(f"average over {', '.join(results)}: {100 * average:.2f} (each task's headline metric)")
+
+
+def hyper_of(task: str, recipe: str, recipe_file: Path | None, overrides: dict | None = None):
+    """One task's hyperparameters: the recipe's (or the recipe file's), then the command line's overrides."""
+    from bl2.eval.finetune.tasks import recipe as recipe_of
+    from bl2.eval.finetune.tasks import recipe_file as read_recipe_file
+    from bl2.eval.finetune.train import Hyper
+
+    base = read_recipe_file(recipe_file, task) if recipe_file else recipe_of(recipe, task)
+    return Hyper(**(base | (overrides or {})))
 
 
 def register(app: typer.Typer) -> None:

@@ -1,5 +1,6 @@
-"""`bl2 sweep teachers|students|status|confirm`: Optuna studies over pretraining or cached-student runs (the
-trials' fixed training options come from TrainConfig through bl2.cli.options, as for pretrain and distill)."""
+"""`bl2 sweep teachers|students|finetune|status|confirm`: Optuna studies over pretraining, cached-student or
+fine-tuning runs (the trials' fixed training options come from TrainConfig through bl2.cli.options, as for
+pretrain and distill; a fine-tuning sweep's from its recipe, as for `bl2 finetune`)."""
 
 from __future__ import annotations
 
@@ -9,15 +10,17 @@ from typing import Annotated
 import typer
 
 from bl2.cli.common import DATA, DeviceOpt, user_errors
+from bl2.cli.finetune import DataDirOpt, HeadOpt, MaxTrainOpt, ModelArg, RecipeFileOpt, RecipeOpt, SelectOpt
 from bl2.cli.options import ConfigOpt, train_config, train_options
+from bl2.errors import require
 
 SWEEP = "Sweep"
-sweep_app = typer.Typer(help="Hyperparameter sweeps (Optuna TPE + Hyperband) of teachers, or of students from "
-                        "one cache.", no_args_is_help=True)
+sweep_app = typer.Typer(help="Hyperparameter sweeps (Optuna TPE + Hyperband) of teachers, of students from "
+                        "one cache, or of one task's fine-tuning.", no_args_is_help=True)
 
 SpaceOpt = Annotated[str, typer.Option(
     help="Search space: a YAML file, or a space shipped with bl2 by name: teacher (the paper's teacher sweep), "
-    "student (alpha, T and the optimiser).", rich_help_panel=SWEEP)]
+    "student (alpha, T and the optimiser), finetune (the paper's fine-tuning axes).", rich_help_panel=SWEEP)]
 TrialsOpt = Annotated[int, typer.Option(help="Finished (complete + pruned) trials the study should reach.",
                                         rich_help_panel=SWEEP)]
 StudyOpt = Annotated[Path, typer.Option(help="Study folder: study.json, study.db, trials/trial-NNNN/.",
@@ -90,6 +93,31 @@ def sweep_students(
     _sweep("students", train_config(config, train, alpha=0.5), study, space, trials, storage, study_name,
            sampler_seed, startup_trials, eta, min_resource, heartbeat, device, allow_sqlite_on_network_fs,
            cache=cache, data=data)
+
+
+@sweep_app.command("finetune")
+@user_errors
+def sweep_finetune(
+    model: ModelArg,
+    task: Annotated[str, typer.Option(help="One task whose TASK.train/valid.jsonl are in --data-dir (rte, mrpc, wsc, "
+                                      "mnli, ...).", rich_help_panel=DATA)],
+    data_dir: DataDirOpt, space: SpaceOpt, trials: TrialsOpt, study: StudyOpt,
+    recipe: RecipeOpt = "babylm2025", recipe_file: RecipeFileOpt = None, head: HeadOpt = "hf",
+    select: SelectOpt = "last", max_train_examples: MaxTrainOpt = None,
+    storage: OptunaStorageOpt = None, study_name: StudyNameOpt = None, sampler_seed: SamplerSeedOpt = 0,
+    startup_trials: StartupOpt = 10, eta: EtaOpt = 3, heartbeat: HeartbeatOpt = 30.0,
+    allow_sqlite_on_network_fs: NetworkFsOpt = False, device: DeviceOpt = "auto",
+):
+    """Sweep one task's fine-tuning hyperparameters (the paper's Appendix A): every trial is a `bl2 finetune` run
+    under STUDY/trials/, its value the validation error (1 - the task's metric) that Hyperband reads after every
+    epoch. The recipe fixes what the space does not name. `bl2 sweep confirm` re-runs the best with rounded
+    values and new seeds."""
+    from bl2.cli.finetune import hyper_of
+
+    require(max_train_examples is None or max_train_examples >= 1, "--max-train-examples must be >= 1")
+    _sweep("finetune", hyper_of(task, recipe, recipe_file), study, space, trials, storage, study_name, sampler_seed,
+           startup_trials, eta, None, heartbeat, device, allow_sqlite_on_network_fs, data=str(data_dir),
+           model=str(model), task=task, finetune={"head": head, "select": select, "max_train": max_train_examples})
 
 
 @sweep_app.command("status")

@@ -47,8 +47,9 @@ def distill(
     ensemble: Annotated[Ensemble, typer.Option(help="Online teachers: logit-mean (the paper) | prob-mean.",
                                                rich_help_panel=DISTILL)] = "logit-mean",
     fresh_offsets: Annotated[bool, typer.Option(
-        help="Online teachers: a fresh random window offset every epoch, as pretraining and the reference code "
-        "(default: the cache's fixed windows, so online == a full cache).", rich_help_panel=DISTILL)] = False,
+        "--fresh-offsets", metavar="", help="Online teachers: a fresh random window offset every epoch, as "
+        "pretraining and the reference code (default: the cache's fixed windows, so online == a full cache).",
+        rich_help_panel=DISTILL)] = False,
     teacher_words: Annotated[str | None, typer.Option(
         help="Words the teachers were trained on, for the budget ledger when their run.json cannot tell: one "
         "count for each (e.g. 80M) or one per teacher (80M,80M).", rich_help_panel=DISTILL)] = None,

@@ -42,6 +42,15 @@ class Hyper:
                 "--lr must be > 0, --batch-size and --epochs >= 1, --max-length >= 2")
         require(0 <= self.warmup_proportion < 1 and self.seed >= 0 and self.schedule in ("cosine", "none"),
                 "--warmup-proportion must be in [0, 1), --seed >= 0, --schedule cosine|none")
+        require(0 <= self.weight_decay and 0 <= self.min_factor <= 1, "weight decay must be >= 0, min_factor in "
+                "[0, 1]")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Hyper:
+        return cls(**d)
 
 
 def lr_factor(step: int, warmup: int, total: int, min_factor: float, schedule: str) -> float:
@@ -96,10 +105,12 @@ def predict(model, tok, texts, max_length: int, device: str, batch_size: int = 6
 
 def finetune_task(model_dir: Path, data_dir: Path, task: str, hp: Hyper, out: Path, device: str = "cpu",
                   select: str = "last", max_train: int | None = None, progress: bool = True,
-                  head: str = "hf") -> dict:
+                  head: str = "hf", hooks=()) -> dict:
     """Fine-tune on DATA/task.train.jsonl, evaluate on DATA/task.valid.jsonl after each epoch; writes OUT/
     {run.json (kind finetune: the task, model, head and hyperparameters, then its summary), results.json,
-    metrics.jsonl (kind train/val per epoch), predictions.json} and returns the results."""
+    metrics.jsonl (kind train/val per epoch), predictions.json} and returns the results. `hooks`: called with
+    every epoch's val row; a hook that returns a reason (e.g. "pruned") ends the run after that epoch (a sweep's
+    pruner), recorded as `stopped`."""
     import copy
     import random
 
@@ -122,7 +133,7 @@ def finetune_task(model_dir: Path, data_dir: Path, task: str, hp: Hyper, out: Pa
     total, warmup = hp.epochs * steps_per_epoch, int(hp.warmup_proportion * hp.epochs * steps_per_epoch)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, warmup, total, hp.min_factor, hp.schedule))
     key = FORMATS[task].metrics[0]
-    rows, best, best_state, step, t0 = [], -math.inf, None, 0, time.perf_counter()
+    rows, best, best_state, step, t0, stopped = [], -math.inf, None, 0, time.perf_counter(), None
     gen = torch.Generator().manual_seed(hp.seed)
     bar = make_progress("steps")
     bar.disable = not progress
@@ -146,12 +157,16 @@ def finetune_task(model_dir: Path, data_dir: Path, task: str, hp: Hyper, out: Pa
                       "lr": sched.get_last_lr()[0]}, {"kind": "val", "epoch": epoch, "step": step, **scores}]
             if select == "best" and scores[key] > best:
                 best, best_state = scores[key], copy.deepcopy(model.state_dict())
+            stopped = next((r for r in (hook(rows[-1]) for hook in hooks) if r), None)
+            if stopped:
+                break
     if best_state is not None:
         model.load_state_dict(best_state)
     preds = predict(model, tok, valid.texts, max_length, device)
     final = metrics(valid.labels, preds)
     result = {"task": task, "model": str(model_dir), "metric": key, "score": final[key], "metrics": final,
               "select": select, "selected_epoch": _selected(rows, select, key), "hyper": asdict(hp),
+              "stopped": stopped, "epochs_run": rows[-1]["epoch"],
               "max_length_used": max_length, "n_train": len(train.texts), "n_valid": len(valid.texts),
               "head": HEAD_LABELS[head],
               "seconds": round(time.perf_counter() - t0, 2),

@@ -54,9 +54,11 @@ def sweep_status(study_dir: Path, storage: str | None = None, study_name: str | 
     title = (f"sweep {meta['settings']['kind']} {meta['study_name']!r}: {n['finished']}/{meta.get('trials', '?')} "
              f"finished ({n['complete']} complete, {n['pruned']} pruned), {n['failed']} failed, "
              f"{n['running']} running, {n['waiting']} waiting")
+    value = "val CE" if meta["settings"]["kind"] != "finetune" else "val error"  # 1 - the task's metric
+    step = "step" if meta["settings"]["kind"] != "finetune" else "epoch"
     table = Table(title=title, caption=None if best is None else
-                  f"best: trial {best.number}, val CE {best.value:.4f}")
-    for col in ("trial", "state", "val CE", "step"):
+                  f"best: trial {best.number}, {value} {best.value:.4f}")
+    for col in ("trial", "state", value, step):
         table.add_column(col, justify="left" if col == "state" else "right", no_wrap=True)
     table.add_column("parameters", ratio=1)  # wraps: any number of parameters stays readable at 80 columns
     table.add_column("host")  # which machine holds the trial dir (workers on many machines share one database)
@@ -81,7 +83,8 @@ def trial_config(study_dir: Path, trial) -> dict:
 
     for folder in (trial_dir(study_dir, trial.number), trial.user_attrs.get("run_dir")):
         if folder and (Path(folder) / "run.json").is_file():
-            return record.read(Path(folder))["config"]
+            doc = record.read(Path(folder))
+            return doc["hyper"] if doc.get("kind") == "finetune" else doc["config"]
     config = trial.user_attrs.get("config")
     require(isinstance(config, dict), f"trial {trial.number}'s run dir {trial.user_attrs.get('run_dir')} is not "
             f"on this machine (host {trial.user_attrs.get('host')}) and the database has no config for it")
@@ -102,6 +105,11 @@ def confirm(study_dir: Path, seeds: int = 3, device: str = "auto", storage: str 
     meta, study = load_study(study_dir, storage, study_name=study_name)
     best = best_trial(study)
     require(best is not None, f"study {meta['study_name']!r} has no complete trial yet")
+    if meta["settings"]["kind"] == "finetune":
+        from bl2.workflows.sweep.finetune import confirm as confirm_finetune
+
+        result = confirm_finetune(study_dir, meta, best, trial_config(study_dir, best), seeds, device)
+        return _write_confirm(study_dir, result)
     cfg = TrainConfig.from_dict(trial_config(study_dir, best))
     make_job = _job_maker(meta)
     kind = meta["settings"]["kind"]
@@ -117,7 +125,12 @@ def confirm(study_dir: Path, seeds: int = 3, device: str = "auto", storage: str 
             train(job, str(out), resume=(out / "run.json").is_file(), device=device)
             done = metrics.events(out / metrics.FILENAME, "done")
         values.append({"seed": seed, "best_val_ce": done[-1]["best_val_ce"], "run_dir": str(out.resolve())})
-    result = _summary(best, cfg.seed, values)
+    return _write_confirm(study_dir, _summary(best, cfg.seed, values))
+
+
+def _write_confirm(study_dir: Path, result: dict) -> dict:
+    from bl2.progress import console
+
     study_dir.mkdir(parents=True, exist_ok=True)
     (study_dir / CONFIRM_JSON).write_text(json.dumps(result, indent=2))
     console.print(result["verdict"])

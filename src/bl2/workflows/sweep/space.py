@@ -30,6 +30,25 @@ FROM_CACHE = "cache"  # `temperature: {categorical: cache}`
 
 
 @dataclass(frozen=True)
+class Vocab:
+    """The parameters one kind of sweep may search, by type."""
+
+    integer: tuple[str, ...]
+    floats: tuple[str, ...]
+    choice: tuple[str, ...]
+    student_only: dict  # name -> type: searchable by student sweeps only
+
+    def sweepable(self, students: bool) -> list[str]:
+        return list(self.integer + self.floats + self.choice) + (list(self.student_only) if students else [])
+
+
+TRAINING = Vocab(INTEGER, FLOAT, CHOICE, STUDENT_ONLY)
+# `bl2 sweep finetune`: the fields of eval/finetune/train.Hyper that the paper's fine-tuning sweep searched
+FINETUNE = Vocab(("batch_size", "epochs"), ("lr", "weight_decay", "warmup_proportion", "min_factor"), ("schedule",),
+                 {})
+
+
+@dataclass(frozen=True)
 class Param:
     """One searched parameter: its distribution and bounds (or choices)."""
 
@@ -69,9 +88,11 @@ class Space:
     def suggest(self, trial) -> dict:
         return {name: p.suggest(trial) for name, p in self.params.items()}
 
-    def apply(self, base: TrainConfig, values: dict) -> TrainConfig:
-        """`base` with the searched values; beta1/beta2 go into `betas`."""
+    def apply(self, base, values: dict):
+        """`base` (a TrainConfig, or a fine-tuning Hyper) with the searched values; beta1/beta2 go into `betas`."""
         values = dict(values)
+        if not hasattr(base, "betas"):
+            return dataclasses.replace(base, **values)
         betas = [values.pop("beta1", base.betas[0]), values.pop("beta2", base.betas[1])]
         return dataclasses.replace(base, betas=tuple(float(b) for b in betas), **values)
 
@@ -121,14 +142,14 @@ def space_warnings(space: Space, base: TrainConfig) -> list[str]:
     return out
 
 
-def load_space(path: Path | str, base: TrainConfig, students: bool) -> Space:
+def load_space(path: Path | str, base, students: bool, vocab: Vocab = TRAINING) -> Space:
     """Read and check a space file (or a shipped space by name) against the sweep's fixed config `base`."""
     from bl2.distill.config import load_yaml, renamed
 
     path = resolve_space(path)
     raw = renamed(load_yaml(path))  # one-line errors for a missing file, bad YAML, not a mapping; old field names
     require(bool(raw), f"{path}: the space names no parameter")
-    params = {name: _param(str(path), name, spec, students) for name, spec in raw.items()}
+    params = {name: _param(str(path), name, spec, students, vocab) for name, spec in raw.items()}
     space = Space(params, str(path))
     for p in params.values():
         for value in p.extremes():
@@ -137,15 +158,15 @@ def load_space(path: Path | str, base: TrainConfig, students: bool) -> Space:
 
 
 def sweepable(students: bool) -> list[str]:
-    return list(INTEGER + FLOAT + CHOICE) + (list(STUDENT_ONLY) if students else [])
+    return TRAINING.sweepable(students)
 
 
-def _param(src: str, name: str, spec, students: bool) -> Param:
+def _param(src: str, name: str, spec, students: bool, vocab: Vocab = TRAINING) -> Param:
     where = f"{src}: {name}"
-    if name in STUDENT_ONLY and not students:
+    if name in vocab.student_only and not students:
         raise UserError(f"{where}: only student sweeps (`bl2 sweep students`) search distillation parameters")
-    require(name in sweepable(students), f"{src}: unknown parameter {name!r} (sweepable: "
-            f"{', '.join(sweepable(students))})")
+    require(name in vocab.sweepable(students), f"{src}: unknown parameter {name!r} (sweepable: "
+            f"{', '.join(vocab.sweepable(students))})")
     example = "e.g. {log_uniform: [1.0e-4, 1.0e-2]}, {int: [0, 400]} or {categorical: [a, b]}"
     require(isinstance(spec, dict), f"{where}: expected a mapping with one distribution, {example}")
     kinds = [k for k in spec if k in DISTRIBUTIONS]
@@ -154,29 +175,30 @@ def _param(src: str, name: str, spec, students: bool) -> Param:
     allowed = {kind} | ({"step", "log"} if kind == "int" else set())
     extra = sorted(set(spec) - allowed)
     require(not extra, f"{where}: unknown key(s) {', '.join(map(str, extra))} for {kind}")
-    numeric = name in INTEGER or name in FLOAT or STUDENT_ONLY.get(name) is float
+    integer = name in vocab.integer
+    numeric = integer or name in vocab.floats or vocab.student_only.get(name) is float
     if kind == "categorical":
-        return _categorical(where, name, spec[kind], numeric)
+        return _categorical(where, name, spec[kind], numeric, integer)
     require(numeric, f"{where}: takes named values only: use {{categorical: [...]}}")
     bounds = spec[kind]
     require(isinstance(bounds, list) and len(bounds) == 2, f"{where}: {kind} takes [low, high], got {bounds!r}")
     low, high = (_number(where, b) for b in bounds)
     if kind == "int":
-        require(name in INTEGER, f"{where}: is not an integer parameter: use uniform or log_uniform")
+        require(integer, f"{where}: is not an integer parameter: use uniform or log_uniform")
         return _int(where, name, low, high, spec.get("step"), spec.get("log", False))
-    require(name not in INTEGER, f"{where}: is an integer parameter: use int or categorical")
+    require(not integer, f"{where}: is an integer parameter: use int or categorical")
     require(low < high, f"{where}: {kind} needs low < high, got [{low}, {high}]")
     require(kind == "uniform" or low > 0, f"{where}: log_uniform needs 0 < low, got {low}")
     return Param(name, kind, float(low), float(high))
 
 
-def _categorical(where: str, name: str, choices, numeric: bool) -> Param:
+def _categorical(where: str, name: str, choices, numeric: bool, integer: bool) -> Param:
     if name == "temperature" and choices == FROM_CACHE:
         return Param(name, "categorical", choices=(FROM_CACHE,))
     require(isinstance(choices, list) and len(choices) >= 1, f"{where}: categorical takes a non-empty list")
     if numeric:
         choices = [_number(where, c) for c in choices]
-        if name in INTEGER:
+        if integer:
             require(all(float(c).is_integer() for c in choices), f"{where}: choices must be integers, got {choices}")
             choices = [int(c) for c in choices]
     else:

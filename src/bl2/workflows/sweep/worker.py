@@ -1,5 +1,6 @@
-"""`bl2 sweep teachers|students`: hyperparameter sweeps with Optuna (TPE sampler + Hyperband pruner, the BOHB
-combination the reference's W&B "bayes + hyperband" sweep stands for), minimising validation CE.
+"""`bl2 sweep teachers|students|finetune`: hyperparameter sweeps with Optuna (TPE sampler + Hyperband pruner, the
+BOHB combination the reference's W&B "bayes + hyperband" sweep stands for), minimising validation CE (fine-tuning:
+the validation error, 1 - the task's metric, reported every epoch; its runner is in finetune.py).
 
 A trial is an ordinary run (a Job from distill/job.py, trained by loop.train) with one extra hook: at every
 validation row it reports val CE to Optuna (the optimizer step is Optuna's step) and raises StopRun when the
@@ -49,10 +50,10 @@ from bl2.workflows.sweep.db import (
     without_password,
 )
 from bl2.workflows.sweep.show import fmt_value, params_table, settings_diff
-from bl2.workflows.sweep.space import Space, load_space, space_warnings
+from bl2.workflows.sweep.space import FINETUNE, TRAINING, Space, load_space, space_warnings
 
 __all__ = ["SweepConfig", "run_sweep", "load_study", "default_storage", "best_trial", "counts", "trial_dir"]
-KINDS = ("teachers", "students")
+KINDS = ("teachers", "students", "finetune")
 HEARTBEAT = "heartbeat"  # user attr: Unix time of a running trial's last sign of life
 HEARTBEAT_S = "heartbeat_s"  # user attr: its worker's heartbeat interval
 GRACE_BEATS = 3  # a running trial is lost after this many missed heartbeats
@@ -68,7 +69,7 @@ class SweepConfig:
     study: Path  # study folder: study.json, the default SQLite storage, trials/
     space: Path  # search space YAML (sweep_space.py)
     trials: int  # finished (complete + pruned) trials the study should reach
-    base: TrainConfig  # fixed options of every trial; the space overrides what it names
+    base: TrainConfig  # fixed options of every trial (finetune: a Hyper); the space overrides what it names
     data: str | None = None  # teachers: DATA_DIR; students: optional (default: the cache's)
     cache: str | None = None  # students: the logit cache
     storage: str | None = None  # Optuna storage URL (default: sqlite:///STUDY/study.db); postgresql://, journal:PATH
@@ -81,6 +82,9 @@ class SweepConfig:
     heartbeat: float = 30.0  # seconds between a running trial's heartbeats
     device: str = "auto"
     extra: dict = field(default_factory=dict)  # recorded in study.json only
+    model: str | None = None  # finetune: the model dir every trial fine-tunes
+    task: str | None = None  # finetune: the task (its files in `data`)
+    finetune: dict = field(default_factory=dict)  # finetune: head, select, max_train
 
     def __post_init__(self):
         require(self.kind in KINDS, f"sweep kind must be one of {', '.join(KINDS)}")
@@ -94,6 +98,9 @@ class SweepConfig:
         require(self.startup_trials >= 0, "--startup-trials must be >= 0")
         if self.kind == "teachers":
             require(self.data is not None, "bl2 sweep teachers needs --data DATA_DIR")
+        elif self.kind == "finetune":
+            require(None not in (self.model, self.task, self.data), "bl2 sweep finetune needs MODEL, --task and "
+                    "--data-dir")
         else:
             require(self.cache is not None, "bl2 sweep students needs --cache CACHE")
         self.study = Path(self.study)
@@ -104,7 +111,9 @@ def _settings(cfg: SweepConfig, space: Space, min_resource: int) -> dict:
     """What every worker of one study must share (a rerun with other settings is refused)."""
     from bl2.storage import display
 
-    return {"kind": cfg.kind, "space": space.to_dict(), "fixed": cfg.base.identity(),
+    fixed = cfg.base.identity() if cfg.kind != "finetune" else cfg.base.to_dict() | cfg.finetune | {
+        "model": display(cfg.model), "task": cfg.task}
+    return {"kind": cfg.kind, "space": space.to_dict(), "fixed": fixed,
             "data": cfg.data and display(cfg.data), "cache": cfg.cache and display(cfg.cache),
             "sampler": {"name": "TPESampler", "seed": cfg.sampler_seed, "n_startup_trials": cfg.startup_trials,
                         "constant_liar": True},
@@ -151,20 +160,21 @@ def run_sweep(cfg: SweepConfig) -> dict:
     from bl2.progress import console
     from bl2.runs.sinks import require_installed
 
-    require_installed(cfg.base.report_to)  # --report-to: each trial is a run of its sinks, grouped by the study
+    require_installed(getattr(cfg.base, "report_to", None))  # --report-to: each trial is a run of its sinks
     base = cfg.base
-    if base.val_every_steps is None:
+    if cfg.kind != "finetune" and base.val_every_steps is None:
         console.print("[yellow]warning: no --val-every-steps: Hyperband's rungs are the epoch ends only")
     url = from_cli(cfg.storage) if cfg.storage else default_storage(cfg.study)
     name = cfg.study_name or cfg.study.resolve().name
     if not cfg.allow_sqlite_on_network_fs:
         refuse_sqlite_on_network_fs(url)
     store = make_storage(url) if cfg.storage else None  # a bad URL or a dead server: before any work or folder
-    space = load_space(cfg.space, base, students=cfg.kind == "students")
-    for warning in space_warnings(space, base):
+    space = load_space(cfg.space, base, students=cfg.kind == "students",
+                       vocab=FINETUNE if cfg.kind == "finetune" else TRAINING)
+    for warning in [] if cfg.kind == "finetune" else space_warnings(space, base):
         console.print(f"[yellow]warning:[/] {warning}", soft_wrap=True)
-    make_job, space = _job_maker(cfg, space)
-    min_resource = cfg.min_resource or base.val_every_steps or 1
+    runner, space = _runner(cfg, space)
+    min_resource = cfg.min_resource or (1 if cfg.kind == "finetune" else base.val_every_steps or 1)
     settings = _settings(cfg, space, min_resource)
     cfg.study.mkdir(parents=True, exist_ok=True)
     store = store or make_storage(url)
@@ -193,21 +203,49 @@ def run_sweep(cfg: SweepConfig) -> dict:
             continue
         trial.set_user_attr("worker", worker)
         trial.set_user_attr(HEARTBEAT_S, cfg.heartbeat)
-        ok = run_trial(study, trial, space, cfg, make_job)
+        ok = run_trial(study, trial, space, cfg, runner)
         fails = 0 if ok else fails + 1
         require(fails < MAX_FAILS_IN_A_ROW, f"{fails} trials in a row failed (see `bl2 sweep status {cfg.study}`)")
     n = counts(study)
     best = best_trial(study)
     console.print(f"study {name!r}: {n['complete']} complete, {n['pruned']} pruned, {n['failed']} failed"
-                  + (f"; best trial {best.number}: val CE {best.value:.4f}" if best else ""), soft_wrap=True)
+                  + (f"; best trial {best.number}: {runner.value_name} {best.value:.4f}" if best else ""),
+                  soft_wrap=True)
     if best is not None and best.params:
         console.print(params_table(best.params, f"best trial {best.number}"))
     return n | {"best_trial": best and best.number, "best_value": best and best.value}
 
 
+class TrainRunner:
+    """Trains a trial's config as a run (loop.train) with the pruning hook; its value is the best val CE."""
+
+    value_name = "val CE"
+
+    def __init__(self, make_job, device: str):
+        self.make_job, self.device = make_job, device
+
+    def run(self, config, out: Path, info: dict, trial) -> dict:
+        from bl2.distill.loop import train
+
+        job = self.make_job(config)
+        job.info = {"sweep": info}
+        summary = train(job, str(out), device=self.device, hooks=[PruningHook(trial)])
+        return {"stopped": summary.get("stopped"), "value": summary["best_val_ce"], "step": summary["step"]}
+
+
+def _runner(cfg: SweepConfig, space: Space):
+    """(the trials' runner, the space with the cache's temperatures). Validates the data/cache once, up front."""
+    if cfg.kind == "finetune":
+        from bl2.workflows.sweep.finetune import FinetuneRunner
+
+        return FinetuneRunner(cfg), space
+    make_job, space = _job_maker(cfg, space)
+    return TrainRunner(make_job, cfg.device), space
+
+
 def _job_maker(cfg: SweepConfig, space: Space):
-    """(config -> Job, the space with the cache's temperatures). Validates the data/cache once, up front.
-    Students: the cache is opened (decoded) here, once for every trial of this worker."""
+    """(config -> Job, the space with the cache's temperatures). Students: the cache is opened (decoded) here,
+    once for every trial of this worker."""
     from bl2.distill.job import cache_job, pretrain_job
 
     if cfg.kind == "teachers":
@@ -318,11 +356,10 @@ def trial_dir(study: Path, number: int) -> Path:
     return Path(study) / "trials" / f"trial-{number:04d}"
 
 
-def run_trial(study, trial, space: Space, cfg: SweepConfig, make_job) -> bool:
-    """Train one trial and tell Optuna how it ended; False when it failed (a user error in its config)."""
+def run_trial(study, trial, space: Space, cfg: SweepConfig, runner) -> bool:
+    """Run one trial and tell Optuna how it ended; False when it failed (a user error in its config)."""
     from optuna.trial import TrialState
 
-    from bl2.distill.loop import train
     from bl2.progress import console
 
     values = space.suggest(trial)
@@ -339,9 +376,7 @@ def run_trial(study, trial, space: Space, cfg: SweepConfig, make_job) -> bool:
         try:
             config = space.apply(cfg.base, values)
             trial.set_user_attr("config", config.to_dict())  # `sweep confirm` on a machine without the trial dir
-            job = make_job(config)
-            job.info = {"sweep": info}
-            summary = train(job, str(out), device=cfg.device, hooks=[PruningHook(trial)])
+            summary = runner.run(config, out, info, trial)
         except (UserError, Diverged) as e:  # this configuration cannot run (a batch larger than the data, lr 1e30)
             error = str(e)
         except BaseException:  # Ctrl-C or a crash: fail the trial, queue its retry, stop this worker
@@ -364,8 +399,8 @@ def run_trial(study, trial, space: Space, cfg: SweepConfig, make_job) -> bool:
             study.tell(trial, state=TrialState.PRUNED)
             console.print(f"trial {trial.number}: {stopped} at step {summary['step']}")
         else:
-            study.tell(trial, summary["best_val_ce"])
-            console.print(f"trial {trial.number}: complete, best val CE {summary['best_val_ce']:.4f}")
+            study.tell(trial, summary["value"])
+            console.print(f"trial {trial.number}: complete, {runner.value_name} {summary['value']:.4f}")
     except Exception as e:  # declared lost by another worker while it ran (a stalled machine): already retried
         console.print(f"[yellow]trial {trial.number}: result not recorded ({str(e).splitlines()[0]})")
     return True
