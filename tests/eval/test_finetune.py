@@ -147,3 +147,22 @@ def test_official_head_trains_and_writes_a_run_record(tmp_path, debug_model_dir)
     assert run["summary"]["score"] == res["score"] and "torch" in run["provenance"]
     top = json.loads((out / "results.json").read_text())
     assert top["kind"] == "finetune" and top["model"] == str(debug_model_dir) and top["head"] == "babylm2025-last"
+
+
+def test_resume_keeps_finished_tasks_and_refuses_other_settings(tmp_path, debug_model_dir):
+    data = tmp_path / "glue"
+    write_rte(data, 16, "train")
+    write_rte(data, 16, "valid")
+    out = tmp_path / "ft"
+    base = ("finetune", debug_model_dir, "--task", "rte", "--data-dir", data, "--out", out, "--epochs", "1",
+            "--device", "cpu")
+    assert run_cli(*base).exit_code == 0
+    first = (out / "rte" / "results.json").read_text()
+    assert_user_error(run_cli(*base), "already exists", "--resume")
+    r = run_cli(*base, "--resume")
+    assert r.exit_code == 0 and "kept (--resume)" in r.stdout
+    assert (out / "rte" / "results.json").read_text() == first  # not re-run
+    assert_user_error(run_cli(*base, "--resume", "--lr", "1e-3"), "other settings", "lr 0.001")
+    (out / "rte" / "results.json").unlink()  # an unfinished task: run again
+    r = run_cli(*base, "--resume")
+    assert r.exit_code == 0 and (out / "rte" / "results.json").is_file() and "kept" not in r.stdout

@@ -55,6 +55,8 @@ def finetune(
     babylm_results: Annotated[Path | None, typer.Option(help="Also write DIR/<model>/main/finetune/<task>/"
                                                         "predictions.json (the official layout).")] = None,
     device: DeviceOpt = "auto",
+    resume: Annotated[bool, typer.Option("--resume", help="Continue into an existing --out: tasks already finished "
+                                         "with the same settings are kept, the others (re)run.", metavar="")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out.", metavar="")] = False,
 ):
     """Fine-tune a model dir on (Super)GLUE tasks and score the valid files (accuracy, F1, MCC)."""
@@ -70,7 +72,9 @@ def finetune(
     check_model_dirs([model])  # a config.json and tokenizer files, before any work
     require(data_dir.is_dir(), f"--data-dir {data_dir} not found")
     require(task == "all" or task in TASKS, f"unknown task {task!r}; choose one of {TASK_CHOICES}")
-    require(overwrite or not out.exists(), f"{out} already exists; pass --overwrite to replace it")
+    require(not (resume and overwrite), "pass --resume or --overwrite, not both")
+    require(overwrite or resume or not out.exists(), f"{out} already exists; pass --resume to continue it or "
+            "--overwrite to replace it")
     require(max_train_examples is None or max_train_examples >= 1, "--max-train-examples must be >= 1")
     tasks = [t for t in TASKS if (data_dir / f"{t}.train.jsonl").is_file()] if task == "all" else [task]
     require(bool(tasks), f"no TASK.train.jsonl in {data_dir}")
@@ -84,8 +88,12 @@ def finetune(
     hypers = {t: hyper_of(t, recipe, recipe_file, overrides) for t in tasks}
     results = {}
     for t in tasks:
-        r = finetune_task(model, data_dir, t, hypers[t], out / t, pick_device(device), select, max_train_examples,
-                          head=head)
+        r = finished(out / t, model, hypers[t], head, select, max_train_examples) if resume else None
+        if r is None:
+            r = finetune_task(model, data_dir, t, hypers[t], out / t, pick_device(device), select,
+                              max_train_examples, head=head)
+        else:
+            console.print(f"{t}: finished earlier in {out / t}, kept (--resume)")
         results[t] = r
         console.print(f"{t}: {r['metric']} {100 * r['score']:.2f} (accuracy {100 * r['metrics']['accuracy']:.2f}; "
                       f"majority class {100 * r['majority_baseline']:.2f}; epoch {r['selected_epoch']}, {select})")
@@ -98,6 +106,25 @@ def finetune(
         "kind": "finetune", "model": str(model), "head": head, "tasks": results, "average": average,
         "select": select, "recipe": str(recipe_file or recipe)}, indent=2) + "\n")
     console.print(f"average over {', '.join(results)}: {100 * average:.2f} (each task's headline metric)")
+
+
+def finished(task_dir: Path, model: Path, hyper, head: str, select: str, max_train: int | None) -> dict | None:
+    """--resume: a task dir's results when it finished with these settings; None when it has not finished; a
+    one-line error naming the setting that differs."""
+    import json
+    from dataclasses import asdict
+
+    from bl2.runs import record
+
+    if not (task_dir / "results.json").is_file() or record.find(task_dir) is None:
+        return None
+    result = json.loads((task_dir / "results.json").read_text())
+    ours = {"model": str(model), "head": head, "select": select, "max_train": max_train} | asdict(hyper)
+    theirs = {"model": result["model"], "head": result.get("head_name", head), "select": result["select"],
+              "max_train": result.get("max_train")} | result["hyper"]
+    diff = [f"{k} {ours[k]!r} (there: {theirs.get(k)!r})" for k in ours if theirs.get(k) != ours[k]]
+    require(not diff, f"--resume: {task_dir} finished with other settings: {'; '.join(diff)}; use another --out")
+    return result
 
 
 def hyper_of(task: str, recipe: str, recipe_file: Path | None, overrides: dict | None = None):

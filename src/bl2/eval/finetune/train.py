@@ -168,7 +168,7 @@ def finetune_task(model_dir: Path, data_dir: Path, task: str, hp: Hyper, out: Pa
               "select": select, "selected_epoch": _selected(rows, select, key), "hyper": asdict(hp),
               "stopped": stopped, "epochs_run": rows[-1]["epoch"],
               "max_length_used": max_length, "n_train": len(train.texts), "n_valid": len(valid.texts),
-              "head": HEAD_LABELS[head],
+              "head": HEAD_LABELS[head], "head_name": head, "max_train": max_train,
               "seconds": round(time.perf_counter() - t0, 2),
               "majority_baseline": max(valid.labels.count(c) for c in set(valid.labels)) / len(valid.labels)}
     record.update(out, summary={k: result[k] for k in ("metric", "score", "metrics", "selected_epoch", "seconds")})
