@@ -75,8 +75,9 @@ def report(cfg: ReportConfig) -> Path:
     """Collect and check every input, then write the report; returns the path of report.md."""
     from bl2.locks import hold
     from bl2.progress import console
+    from bl2.workflows.report.caches import read_cache
     from bl2.workflows.report.figures import draw_all
-    from bl2.workflows.report.inputs import attach_evals, collect_runs, fill_val_ce, find_eval_docs, ordered, read_cache
+    from bl2.workflows.report.inputs import attach_evals, collect_runs, fill_val_ce, find_eval_docs, ordered
 
     require_matplotlib()
     models = collect_runs(cfg.runs, cfg.labels, cfg.groups)
