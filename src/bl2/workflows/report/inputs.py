@@ -13,6 +13,8 @@ from bl2.errors import UserError, require
 from bl2.progress import console
 from bl2.runs import metrics, record
 from bl2.storage import local_path
+from bl2.workflows.report import finetune
+from bl2.workflows.report.finetune import AVG
 
 RUN_JSON = record.RUN_JSON
 SUITES = {"blimp_filtered": "BLiMP filtered", "supplement_filtered": "BLiMP supplement"}
@@ -41,6 +43,7 @@ class Model:
     preset: str | None = None
     train_words: int | None = None  # words of its DATA dir's train split (a --max-words subset: Figure 3)
     kl_reduction: str | None = None
+    finetune: dict[str, dict] = field(default_factory=dict)  # task -> `bl2 finetune` result (score in %)
 
     @property
     def val_ce(self) -> float | None:
@@ -169,13 +172,17 @@ def is_teacher(model: Model, paths: set[str], shas: set[str]) -> bool:
 
 def collect_runs(args: list[str], labels: dict[str, str], groups: dict[str, str] | None = None) -> dict[str, Model]:
     """The run dirs of the arguments with their roles; --label and --group (DIR -> NAME) override."""
-    loaded = []
-    for path, info in record.read_many(find_run_dirs(args)):  # a bad run is skipped and named, not fatal
+    loaded, found = [], record.read_many(find_run_dirs(args))  # a bad run is skipped and named, not fatal
+    runs = [(path, info) for path, info in found if not finetune.is_finetune_run(info)]
+    hint = " (`bl2 finetune` task dirs are outputs, not models: give their folder to --evals)"
+    if len(runs) < len(found):
+        console.print(f"skipped {len(found) - len(runs)} fine-tuning task dir(s){hint}", soft_wrap=True)
+    for path, info in runs:
         try:
             loaded.append(load_run(path, info))
         except UserError as e:
             console.print(f"[yellow]warning:[/] skipped: {e}", soft_wrap=True)
-    require(bool(loaded), "none of the given run dirs could be read")
+    require(bool(loaded), "none of the given run dirs could be read" + (hint if len(runs) < len(found) else ""))
     paths, shas = teacher_refs([info for _, info in loaded])
     models = {}
     for model, info in loaded:
@@ -203,7 +210,8 @@ def unique_labels(models: list[Model]) -> None:
 
 # ----------------------------------------------------------------------------------------------- evaluations
 def find_eval_docs(args: list[str]) -> list[tuple[Path, dict, str]]:
-    """(file, JSON, kind) of every `eval loss` / `eval blimp` JSON named or found below the arguments."""
+    """(file, JSON, kind) of every `eval loss|blimp|zero-shot` or `finetune` JSON named or found below the
+    arguments."""
     docs = []
     for arg in args:
         path = Path(arg)
@@ -218,7 +226,8 @@ def find_eval_docs(args: list[str]) -> list[tuple[Path, dict, str]]:
             kind = eval_kind(doc)
             if kind:
                 found.append((f, doc, kind))
-        require(len(found) > 0, f"--evals {arg}: no evaluation JSON (`bl2 eval loss|blimp|zero-shot --out`) found")
+        require(len(found) > 0, f"--evals {arg}: no evaluation JSON (`bl2 eval loss|blimp|zero-shot --out`, "
+                                   "`bl2 finetune --out`) found")
         docs += found
     return docs
 
@@ -230,6 +239,8 @@ def eval_kind(doc) -> str | None:
         return None
     if zero_shot.is_zero_shot(doc):
         return "zero_shot"
+    if finetune.is_finetune(doc):
+        return "finetune"
     results = doc.get("results")
     if isinstance(results, dict) and "split" in doc and isinstance(doc.get("models"), list):
         return "loss"
@@ -278,7 +289,10 @@ def attach_evals(docs: list[tuple[Path, dict, str]], models: dict[str, Model], u
             models[key].metrics[metric] = value
             used.add(where)
 
+    finetune.attach([(p, d) for p, d, kind in docs if kind == "finetune"], models, match_dir, unmatched, used)
     for path, doc, kind in docs:
+        if kind == "finetune":
+            continue
         if kind == "loss":
             metric = f"{doc['split']} CE"
             for name in doc["models"]:
@@ -330,12 +344,17 @@ def suite_metric(suite: str) -> str:
 def unit(metric: str) -> str:
     from bl2.workflows.report.zero_shot import unit_of
 
+    if metric == AVG:
+        return finetune.UNIT
     return "nats/token" if metric.endswith(" CE") else unit_of(metric) or "accuracy (%)"
 
 
 def metric_order(names: set[str]) -> list[str]:
-    """CE metrics first (test, val, train), then BLiMP filtered, supplement, the other suites."""
+    """CE metrics first (test, val, train), then BLiMP filtered, supplement, the other suites, the fine-tuning
+    average last."""
     def rank(name: str):
+        if name == AVG:
+            return (2, 0, name)
         if name.endswith(" CE"):
             split = name[:-3]
             return (0, SPLIT_ORDER.index(split) if split in SPLIT_ORDER else 9, name)
