@@ -1,7 +1,8 @@
 """`bl2 report`: the paper's tables and figures from what bl2 leaves behind (run dirs, `bl2 eval ... --out`
 JSONs, caches, sweep studies), written as OUT/report.md + OUT/results.json + PNG and SVG figures:
 training curves, the Figure 1 analogue (each metric by group: violins, single models, mean ± sd), the Figure 2
-analogue (BLiMP against validation CE with a fitted line and R²), cache diagnostics, and the results table.
+analogue (BLiMP against validation CE with a fitted line and R²), cache diagnostics, the results table and,
+from `bl2 finetune` results, the fine-tuning average column and per-task table (finetune.py).
 
 Roles (report_inputs.py): `pretrain` = teacher when a distilled student of the report learned from it (its
 weights' sha256 or path is among the student's cache teachers), else baseline; `distill` / `distill-online` =
