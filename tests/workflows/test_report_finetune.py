@@ -118,7 +118,15 @@ def test_different_task_sets_and_rules_are_said(runs, tmp_path):
     write_finetune(evals / "a", runs["teachers"][0], {"rte": 0.5, "mrpc": 0.7})
     write_finetune(evals / "b", runs["student"], {"rte": 0.8}, select="best")
     write_finetune(evals / "c", runs["student"], {"rte": 0.1})  # rte again: first file kept, the other named
-    doc, text = report(runs, tmp_path / "rep", evals)
+    trial = evals / "study" / "trials" / "trial-0000"  # a `bl2 sweep finetune` trial: a search, not a score
+    write_finetune(trial.parent, runs["teachers"][0], {"rte": 0.99}, top=False)
+    (trial.parent / "rte").rename(trial)
+    (trial / "run.json").write_text(json.dumps({"bl2_run": 1, "kind": "finetune", "sweep": {"trial": 0}}))
+    r = run_cli("report", runs["runs"], "--evals", evals, "--out", tmp_path / "rep")
+    assert r.exit_code == 0, r.stderr
+    assert "skipped 1 fine-tuning result(s) of `bl2 sweep finetune` trials" in r.stdout
+    doc = json.loads((tmp_path / "rep" / "results.json").read_text())
+    text = (tmp_path / "rep" / "report.md").read_text()
     sec = doc["finetune"]
     assert not sec["same_tasks"] and sec["select"] == ["best", "last"]
     assert "DIFFER between models (not comparable): teacher0: mrpc, rte; student0: rte" in text
@@ -126,6 +134,7 @@ def test_different_task_sets_and_rules_are_said(runs, tmp_path):
     assert row(text, "student0", "## Results")[-4] == "80.00 (1 task)"
     assert "student0: rte fine-tuned again in" in text and str(evals / "c" / "results.json") in text
     assert {d["label"]: d["average"] for d in sec["models"]} == pytest.approx({"teacher0": 60.0, "student0": 80.0})
+    assert "trial-0000" not in text
 
 
 def test_figure1_panel_names_the_tasks_and_rule():

@@ -4,8 +4,9 @@ groups, Figure 1), the per-task table (the paper's Table 5 analogue) and results
 Inputs: OUT/results.json ({"kind": "finetune", "model", "head", "tasks": {task: result}, "select", "recipe"}) and
 OUT/TASK/results.json (one task's result: "task", "model", "metric" (the headline: accuracy, F1 for MRPC/QQP, MCC
 for CoLA), "score" in 0..1, "metrics", "select"). A per-task file whose OUT/results.json is also read is skipped
-(same numbers). Each model's average is over the tasks it has; when models have different task sets (or
-selection rules), the notes say so, since their averages then do not compare. The fine-tuning task dirs
+(same numbers), and so is one of a `bl2 sweep finetune` trial or confirm run (a search, not a model's score).
+Each model's average is over the tasks it has; when models have different task sets (or selection rules), the
+notes say so, since their averages then do not compare. The fine-tuning task dirs
 themselves (run.json of kind finetune) are outputs, not models: `is_finetune_run` lets inputs.py skip them.
 This module sits below inputs.py: `match` (a run dir's key) is passed in.
 """
@@ -53,9 +54,15 @@ def attach(docs: list[tuple[Path, dict]], models: dict, match, unmatched: list[s
     `model.metrics`; results of other models go to `unmatched`, files that gave a number to `used`. A task
     fine-tuned twice for one model (two --out dirs) keeps the first file's numbers and names the others."""
     tops = {p.parent.resolve(): d for p, d in docs if "tasks" in d}
+    trials = [p for p, d in docs if "tasks" not in d and of_sweep(p)]
+    if trials:
+        from bl2.progress import console
+
+        console.print(f"skipped {len(trials)} fine-tuning result(s) of `bl2 sweep finetune` trials or confirm runs "
+                      "(a search, not a model's score: see `bl2 sweep status`)", soft_wrap=True)
     for path, doc in docs:
         top = tops.get(path.parent.parent.resolve())
-        if "tasks" not in doc and top is not None and doc["task"] in top["tasks"]:
+        if path in trials or ("tasks" not in doc and top is not None and doc["task"] in top["tasks"]):
             continue  # OUT/results.json holds the same numbers
         missed: dict[str, list[str]] = {}
         for r in entries(doc):
@@ -69,12 +76,23 @@ def attach(docs: list[tuple[Path, dict]], models: dict, match, unmatched: list[s
                 have[r["task"]]["also"].append(str(path))
                 continue
             have[r["task"]] = {"metric": r["metric"], "score": 100 * float(r["score"]), "select": r.get("select"),
-                               "head": head_name(r.get("head")), "recipe": r.get("recipe"), "file": str(path),
-                               "also": []}
+                               "head": r.get("head_name") or head_name(r.get("head")), "recipe": r.get("recipe"),
+                               "file": str(path), "also": []}
         unmatched += [f"{path}: {name} (fine-tuned: {', '.join(tasks)})" for name, tasks in missed.items()]
     for m in models.values():
         if m.finetune:
             m.metrics[AVG] = sum(r["score"] for r in m.finetune.values()) / len(m.finetune)
+
+
+def of_sweep(path: Path) -> bool:
+    """A task's results.json beside a run.json with a sweep trial's or a confirm run's record."""
+    import json
+
+    try:
+        info = json.loads((path.parent / "run.json").read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(info, dict) and ("sweep" in info or "sweep_confirm" in info)
 
 
 def head_name(head) -> str | None:
