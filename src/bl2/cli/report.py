@@ -17,7 +17,8 @@ def report(
     out: Annotated[Path, typer.Option(help="Folder for report.md, results.json and the figures (PNG + SVG).")],
     evals: Annotated[list[str] | None, typer.Option(
         "--evals", metavar="FILE|DIR",
-        help="A JSON written by `bl2 eval loss|blimp --out`, or a folder searched for them; repeatable.")
+        help="A JSON written by `bl2 eval loss|blimp|zero-shot --out` or `bl2 finetune --out` (OUT/results.json), or a "
+        "folder searched for them; repeatable.")
     ] = None,
     cache: Annotated[list[str] | None, typer.Option(
         "--cache", metavar="CACHE", help="A cache whose diagnostics the report shows; repeatable.")] = None,

@@ -1,7 +1,8 @@
 """`bl2 report`: the paper's tables and figures from what bl2 leaves behind (run dirs, `bl2 eval ... --out`
 JSONs, caches, sweep studies), written as OUT/report.md + OUT/results.json + PNG and SVG figures:
 training curves, the Figure 1 analogue (each metric by group: violins, single models, mean ± sd), the Figure 2
-analogue (BLiMP against validation CE with a fitted line and R²), cache diagnostics, and the results table.
+analogue (BLiMP against validation CE with a fitted line and R²), cache diagnostics, the results table and,
+from `bl2 finetune` results, the fine-tuning average column and per-task table (finetune.py).
 
 Roles (report_inputs.py): `pretrain` = teacher when a distilled student of the report learned from it (its
 weights' sha256 or path is among the student's cache teachers), else baseline; `distill` / `distill-online` =
@@ -24,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bl2.errors import require
+from bl2.workflows.report import finetune
 from bl2.workflows.report.inputs import SYNTHETIC, Model, blimp_points, finite, metric_names
 
 EXTRA_HINT = "pip install 'bl2[report]'"
@@ -75,8 +77,9 @@ def report(cfg: ReportConfig) -> Path:
     """Collect and check every input, then write the report; returns the path of report.md."""
     from bl2.locks import hold
     from bl2.progress import console
+    from bl2.workflows.report.caches import read_cache
     from bl2.workflows.report.figures import draw_all
-    from bl2.workflows.report.inputs import attach_evals, collect_runs, fill_val_ce, find_eval_docs, ordered, read_cache
+    from bl2.workflows.report.inputs import attach_evals, collect_runs, fill_val_ce, find_eval_docs, ordered
 
     require_matplotlib()
     models = collect_runs(cfg.runs, cfg.labels, cfg.groups)
@@ -152,7 +155,7 @@ def results_doc(rows: list[Model], caches: list[dict]) -> dict:
     from bl2.workflows.report.figures import scaling_points
 
     return {"models": models, "metrics": names, "groups": group_stats(rows, names), "fits": fits,
-            "caches": cache_docs, "scaling": scaling_points(rows)}
+            "caches": cache_docs, "scaling": scaling_points(rows), "finetune": finetune.section(rows)}
 
 
 # ----------------------------------------------------------------------------------------------- report.md
@@ -181,9 +184,13 @@ def table(header: list[str], body: list[list[str]]) -> list[str]:
     return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in body]
 
 
-def results_table(rows: list[Model], names: list[str]) -> list[str]:
+def results_table(rows: list[Model], names: list[str], ft: dict | None = None) -> list[str]:
+    def cell(m: Model, name: str) -> str:
+        text = fmt(name, m.metrics.get(name))
+        return finetune.avg_cell(ft, m.label, text) if name == finetune.AVG else text
+
     header = ["model", "group"] + names + ["parameters", "tokens seen", "train time"]
-    body = [[m.label, m.group] + [fmt(n, m.metrics.get(n)) for n in names]
+    body = [[m.label, m.group] + [cell(m, n) for n in names]
             + [human(m.n_params), human(m.tokens_seen), duration(m.train_s)] for m in rows]
     return table(header, body)
 
@@ -226,11 +233,16 @@ def markdown(rows: list[Model], doc: dict, figures: dict, eval_files: list[str],
              + (f" ({len(unmatched)} entries about models outside these run dirs left out)" if unmatched else "")
              + f", {n_caches} cache{'s' * (n_caches != 1)}. CE in nats/token (lower is better); BLiMP accuracy in % "
              "(chance 50). A gap (–) is an evaluation that was not found.", "", "## Results", ""]
-    lines += results_table(rows, names)
+    lines += results_table(rows, names, doc["finetune"])
     lines += ["", "val CE: validation CE of the final weights: an `eval loss --split val` where one was found, else "
               "the best validation of training (bl2 keeps those weights). Direct ensembles: parameters, tokens and "
-              "time summed over their members.", "",
-              "## Groups (mean ± sd over members, n)", ""]
+              "time summed over their members."
+              + (f" `{finetune.AVG}`: {finetune.avg_note(doc['finetune'])} (per task below)." if doc["finetune"]
+                 else ""), ""]
+    if doc["finetune"]:
+        lines += ["## Fine-tuning: (Super)GLUE per task (Table 5 analogue)", ""]
+        lines += table(*finetune.table_rows(doc["finetune"])) + [""] + finetune.notes(doc["finetune"])
+    lines += ["## Groups (mean ± sd over members, n)", ""]
     lines += groups_table(doc["groups"], names)
     lines += ["", "sd: sample standard deviation (n − 1); a single value has none.", "", "## Training curves", ""]
     lines += ["The y axes cover the last 70 % of training: the first steps (CE near ln V) are cut off.", ""]

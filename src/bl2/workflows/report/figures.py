@@ -147,7 +147,10 @@ def fig1(rows: list[Model], styles: dict):
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
+    from bl2.workflows.report.finetune import AVG, section, short_note
+
     names = metric_names(rows)
+    subtitles = {AVG: short_note(section(rows))}  # which tasks the average covers, and the selection rule
     n_groups = len(dict.fromkeys(m.group for m in rows))
     # wider panels for many groups, so tick labels (wrapped, rotated) neither overlap nor get clipped
     fig, axes = new_figure(len(names), width=max(4.3, 0.9 * n_groups + 1.5), height=3.6 + 0.25 * min(n_groups, 8),
@@ -164,7 +167,8 @@ def fig1(rows: list[Model], styles: dict):
         ax.set_xticks(range(len(groups)), [textwrap.fill(g, 18) for g in groups], rotation=30, ha="right",
                       rotation_mode="anchor", fontsize=8)
         ax.set_xlim(-0.6, len(groups) - 0.4)
-        ax.set(title=name, ylabel=f"CE ({unit(name)})" if name.endswith(" CE") else unit(name))
+        ax.set(title=name + subtitles.get(name, ""),
+               ylabel=f"CE ({unit(name)})" if name.endswith(" CE") else unit(name))
     handles = [Line2D([], [], marker="o", color="0.3", linestyle="", label="one model")]
     if violins:  # the legend promises only what is drawn
         handles.insert(0, Patch(facecolor="0.7", alpha=0.5, label="distribution (groups of ≥ 3)"))

@@ -13,6 +13,8 @@ from bl2.errors import UserError, require
 from bl2.progress import console
 from bl2.runs import metrics, record
 from bl2.storage import local_path
+from bl2.workflows.report import finetune
+from bl2.workflows.report.finetune import AVG
 
 RUN_JSON = record.RUN_JSON
 SUITES = {"blimp_filtered": "BLiMP filtered", "supplement_filtered": "BLiMP supplement"}
@@ -41,6 +43,7 @@ class Model:
     preset: str | None = None
     train_words: int | None = None  # words of its DATA dir's train split (a --max-words subset: Figure 3)
     kl_reduction: str | None = None
+    finetune: dict[str, dict] = field(default_factory=dict)  # task -> `bl2 finetune` result (score in %)
 
     @property
     def val_ce(self) -> float | None:
@@ -169,13 +172,17 @@ def is_teacher(model: Model, paths: set[str], shas: set[str]) -> bool:
 
 def collect_runs(args: list[str], labels: dict[str, str], groups: dict[str, str] | None = None) -> dict[str, Model]:
     """The run dirs of the arguments with their roles; --label and --group (DIR -> NAME) override."""
-    loaded = []
-    for path, info in record.read_many(find_run_dirs(args)):  # a bad run is skipped and named, not fatal
+    loaded, found = [], record.read_many(find_run_dirs(args))  # a bad run is skipped and named, not fatal
+    runs = [(path, info) for path, info in found if not finetune.is_finetune_run(info)]
+    hint = " (`bl2 finetune` task dirs are outputs, not models: give their folder to --evals)"
+    if len(runs) < len(found):
+        console.print(f"skipped {len(found) - len(runs)} fine-tuning task dir(s){hint}", soft_wrap=True)
+    for path, info in runs:
         try:
             loaded.append(load_run(path, info))
         except UserError as e:
             console.print(f"[yellow]warning:[/] skipped: {e}", soft_wrap=True)
-    require(bool(loaded), "none of the given run dirs could be read")
+    require(bool(loaded), "none of the given run dirs could be read" + (hint if len(runs) < len(found) else ""))
     paths, shas = teacher_refs([info for _, info in loaded])
     models = {}
     for model, info in loaded:
@@ -203,7 +210,8 @@ def unique_labels(models: list[Model]) -> None:
 
 # ----------------------------------------------------------------------------------------------- evaluations
 def find_eval_docs(args: list[str]) -> list[tuple[Path, dict, str]]:
-    """(file, JSON, kind) of every `eval loss` / `eval blimp` JSON named or found below the arguments."""
+    """(file, JSON, kind) of every `eval loss|blimp|zero-shot` or `finetune` JSON named or found below the
+    arguments."""
     docs = []
     for arg in args:
         path = Path(arg)
@@ -218,7 +226,8 @@ def find_eval_docs(args: list[str]) -> list[tuple[Path, dict, str]]:
             kind = eval_kind(doc)
             if kind:
                 found.append((f, doc, kind))
-        require(len(found) > 0, f"--evals {arg}: no evaluation JSON (`bl2 eval loss|blimp|zero-shot --out`) found")
+        require(len(found) > 0, f"--evals {arg}: no evaluation JSON (`bl2 eval loss|blimp|zero-shot --out`, "
+                                   "`bl2 finetune --out`) found")
         docs += found
     return docs
 
@@ -230,6 +239,8 @@ def eval_kind(doc) -> str | None:
         return None
     if zero_shot.is_zero_shot(doc):
         return "zero_shot"
+    if finetune.is_finetune(doc):
+        return "finetune"
     results = doc.get("results")
     if isinstance(results, dict) and "split" in doc and isinstance(doc.get("models"), list):
         return "loss"
@@ -278,7 +289,10 @@ def attach_evals(docs: list[tuple[Path, dict, str]], models: dict[str, Model], u
             models[key].metrics[metric] = value
             used.add(where)
 
+    finetune.attach([(p, d) for p, d, kind in docs if kind == "finetune"], models, match_dir, unmatched, used)
     for path, doc, kind in docs:
+        if kind == "finetune":
+            continue
         if kind == "loss":
             metric = f"{doc['split']} CE"
             for name in doc["models"]:
@@ -330,12 +344,17 @@ def suite_metric(suite: str) -> str:
 def unit(metric: str) -> str:
     from bl2.workflows.report.zero_shot import unit_of
 
+    if metric == AVG:
+        return finetune.UNIT
     return "nats/token" if metric.endswith(" CE") else unit_of(metric) or "accuracy (%)"
 
 
 def metric_order(names: set[str]) -> list[str]:
-    """CE metrics first (test, val, train), then BLiMP filtered, supplement, the other suites."""
+    """CE metrics first (test, val, train), then BLiMP filtered, supplement, the other suites, the fine-tuning
+    average last."""
     def rank(name: str):
+        if name == AVG:
+            return (2, 0, name)
         if name.endswith(" CE"):
             split = name[:-3]
             return (0, SPLIT_ORDER.index(split) if split in SPLIT_ORDER else 9, name)
@@ -343,38 +362,6 @@ def metric_order(names: set[str]) -> list[str]:
         return (1, known.index(name) if name in known else 9, name)
 
     return sorted(names, key=rank)
-
-
-# ----------------------------------------------------------------------------------------------- caches
-DIST_WINDOWS = 256  # windows read for the per-position distributions (one shard: cheap for any cache size)
-
-
-def read_cache(location: str) -> dict:
-    """A cache's diagnostics (those `bl2 cache info` prints) and the per-position distributions over its first
-    windows: head mass at each temperature (topk), unique sampled ids (sample)."""
-    from bl2.cache.diagnostics import head_mass
-    from bl2.cache.reader import CacheReader
-
-    r = CacheReader(location)
-    a, diag = r.attrs, r.attrs.get("diagnostics") or {}
-    tokens = max(1, r.n_windows * r.seq_len)
-    info = {"path": str(location), "mode": r.mode, "k": a.get("k"), "n_windows": r.n_windows, "seq_len": r.seq_len,
-            "teachers": len(a.get("teachers") or []), "complete": r.complete,
-            "bytes_per_token": diag.get("bytes_per_token", r.nbytes_stored() / tokens),
-            "head_mass": diag.get("head_mass") or {}, "unique_ids": diag.get("unique_ids"), "dist": {}}
-    ranges = r.committed_ranges()  # the first written shard (any one, in a cache still being written)
-    start, stop = ranges[0] if ranges else (0, 0)
-    stop = min(stop, start + DIST_WINDOWS)
-    info["dist_windows"] = stop - start
-    if stop > start and r.mode == "topk":
-        block = r.read(start, stop, ["topk_logp"] + (["logz"] if "logz" in r.specs else []))
-        for t in r.temperatures:
-            mass = head_mass(block["topk_logp"], block.get("logz"), t, r.temperature_index(t))
-            info["dist"][f"T={t:g}"] = mass.ravel()
-    elif stop > start and r.mode == "sample":
-        counts = r.read(start, stop, ["sample_counts"])["sample_counts"]
-        info["dist"]["unique ids"] = (counts > 0).sum(-1).ravel()
-    return info
 
 
 # ----------------------------------------------------------------------------------------------- ordering
