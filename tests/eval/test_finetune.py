@@ -36,6 +36,7 @@ def test_a_debug_model_learns_a_made_up_task(tmp_path, debug_model_dir):
     assert res["metrics"]["accuracy"] > res["majority_baseline"] + 0.2
     rows = [json.loads(line) for line in (out / "rte" / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows if r["kind"] == "val"] == list(range(1, 7))
+    assert all(r["seconds"] > 0 for r in rows if r["kind"] == "train")  # each epoch's training time
     preds = json.loads((tmp_path / "res" / Path(debug_model_dir).stem / "main" / "finetune" / "rte" /
                         "predictions.json").read_text())
     assert [p["id"] for p in preds["rte"]["predictions"]][:2] == ["rte_0", "rte_1"]

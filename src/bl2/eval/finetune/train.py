@@ -2,7 +2,8 @@
 proportion of the steps then cosine decay to min_factor x lr, shuffled batches, inputs truncated to max_length,
 evaluation on the valid file after every epoch), with Hugging Face's `AutoModelForSequenceClassification` on
 the model dir (a decoder pools its last non-pad token; right padding) or the official pipeline's head
-(`head`, see heads.py).
+(`head`, see heads.py). metrics.jsonl's train rows carry each epoch's training seconds (validation excluded:
+what benchmarks/bench_finetune.py compares with the official trainer's per-epoch time).
 
 Model selection: the official pipeline keeps the epoch with the best score on the same valid file it then
 reports, which selects on the test data; `select="last"` (bl2's default) reports the last epoch, `"best"` the
@@ -142,7 +143,7 @@ def finetune_task(model_dir: Path, data_dir: Path, task: str, hp: Hyper, out: Pa
         for epoch in range(1, hp.epochs + 1):
             model.train()
             order = torch.randperm(len(train.texts), generator=gen).tolist()
-            losses = []
+            losses, t_epoch = [], time.perf_counter()
             for ids, mask, labels in batches(tok, train.texts, train.labels, hp.batch_size, max_length, order):
                 loss = model(input_ids=ids.to(device), attention_mask=mask.to(device), labels=labels.to(device)).loss
                 opt.zero_grad(set_to_none=True)
@@ -152,9 +153,11 @@ def finetune_task(model_dir: Path, data_dir: Path, task: str, hp: Hyper, out: Pa
                 losses.append(loss.item())
                 step += 1
                 bar.advance(job)
+            seconds = round(time.perf_counter() - t_epoch, 3)  # the epoch's training steps, not its validation
             scores = metrics(valid.labels, predict(model, tok, valid.texts, max_length, device))
             rows += [{"kind": "train", "epoch": epoch, "step": step, "loss": sum(losses) / len(losses),
-                      "lr": sched.get_last_lr()[0]}, {"kind": "val", "epoch": epoch, "step": step, **scores}]
+                      "lr": sched.get_last_lr()[0], "seconds": seconds},
+                     {"kind": "val", "epoch": epoch, "step": step, **scores}]
             if select == "best" and scores[key] > best:
                 best, best_state = scores[key], copy.deepcopy(model.state_dict())
             stopped = next((r for r in (hook(rows[-1]) for hook in hooks) if r), None)
