@@ -45,11 +45,17 @@ student() {  # student NAME [distill options...]
   log "$(basename "$r")"
   done_run "$r" || "$BL2" distill --out "$r" "$@" "${TRAIN[@]}" $(fresh "$r")
 }
+cached() { student "o${1}_student$2" --cache "$OUT/cache_o$1.zarr" --data "$DATA" --seed "$2" --alpha 0.5; }
+# the question's two ends first (8 alignments, fresh offsets), then the alpha-1 control, the middle, online fixed
 for s in $SEEDS; do
-  for n in 2 4 8; do student "o${n}_student$s" --cache "$OUT/cache_o$n.zarr" --data "$DATA" --seed "$s" --alpha 0.5; done
-  student "online_fixed$s" --teachers "$TEACHERS" --data "$DATA" --seed "$s" --alpha 0.5
+  cached 8 "$s"
   student "online_fresh$s" --teachers "$TEACHERS" --data "$DATA" --seed "$s" --alpha 0.5 --fresh-offsets
-  student "o8_baseline$s" --cache "$OUT/cache_o8.zarr" --data "$DATA" --seed "$s" --alpha 1
+done
+for s in $SEEDS; do student "o8_baseline$s" --cache "$OUT/cache_o8.zarr" --data "$DATA" --seed "$s" --alpha 1; done
+for s in $SEEDS; do  # online on fixed windows: full targets without fresh offsets (separates the two)
+  student "online_fixed$s" --teachers "$TEACHERS" --data "$DATA" --seed "$s" --alpha 0.5
+  cached 2 "$s"
+  cached 4 "$s"
 done
 
 log "eval loss --split test"

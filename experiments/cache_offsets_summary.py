@@ -31,7 +31,7 @@ SEEDS = (2, 3, 4)
 def scores(root: Path, name: str) -> tuple[float, float, float] | None:
     """(test CE, best val CE, train seconds) of one run, None while it is missing."""
     loss = root / "eval" / f"loss_{name}.json"
-    done = [r for r in metrics.read(root / "runs" / name / "metrics.jsonl", "done")] \
+    done = metrics.events(root / "runs" / name / "metrics.jsonl", "done") \
         if (root / "runs" / name / "metrics.jsonl").exists() else []
     if not loss.exists() or not done:
         return None
