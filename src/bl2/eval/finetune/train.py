@@ -112,7 +112,6 @@ def finetune_task(model_dir: Path, data_dir: Path, task: str, hp: Hyper, out: Pa
     metrics.jsonl (kind train/val per epoch), predictions.json} and returns the results. `hooks`: called with
     every epoch's val row; a hook that returns a reason (e.g. "pruned") ends the run after that epoch (a sweep's
     pruner), recorded as `stopped`."""
-    import copy
     import random
 
     import torch
@@ -134,7 +133,7 @@ def finetune_task(model_dir: Path, data_dir: Path, task: str, hp: Hyper, out: Pa
     total, warmup = hp.epochs * steps_per_epoch, int(hp.warmup_proportion * hp.epochs * steps_per_epoch)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, warmup, total, hp.min_factor, hp.schedule))
     key = FORMATS[task].metrics[0]
-    rows, best, best_state, step, t0, stopped = [], -math.inf, None, 0, time.perf_counter(), None
+    rows, best, preds, step, t0, stopped = [], -math.inf, None, 0, time.perf_counter(), None
     gen = torch.Generator().manual_seed(hp.seed)
     bar = make_progress("steps")
     bar.disable = not progress
@@ -154,18 +153,16 @@ def finetune_task(model_dir: Path, data_dir: Path, task: str, hp: Hyper, out: Pa
                 step += 1
                 bar.advance(job)
             seconds = round(time.perf_counter() - t_epoch, 3)  # the epoch's training steps, not its validation
-            scores = metrics(valid.labels, predict(model, tok, valid.texts, max_length, device))
+            epoch_preds = predict(model, tok, valid.texts, max_length, device)
+            scores = metrics(valid.labels, epoch_preds)
             rows += [{"kind": "train", "epoch": epoch, "step": step, "loss": sum(losses) / len(losses),
                       "lr": sched.get_last_lr()[0], "seconds": seconds},
                      {"kind": "val", "epoch": epoch, "step": step, **scores}]
-            if select == "best" and scores[key] > best:
-                best, best_state = scores[key], copy.deepcopy(model.state_dict())
+            if select == "last" or scores[key] > best:  # the reported predictions: no second pass, no weight copy
+                best, preds = scores[key], epoch_preds
             stopped = next((r for r in (hook(rows[-1]) for hook in hooks) if r), None)
             if stopped:
                 break
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    preds = predict(model, tok, valid.texts, max_length, device)
     final = metrics(valid.labels, preds)
     result = {"task": task, "model": str(model_dir), "metric": key, "score": final[key], "metrics": final,
               "select": select, "selected_epoch": _selected(rows, select, key), "hyper": asdict(hp),
