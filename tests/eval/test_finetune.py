@@ -167,3 +167,17 @@ def test_resume_keeps_finished_tasks_and_refuses_other_settings(tmp_path, debug_
     (out / "rte" / "results.json").unlink()  # an unfinished task: run again
     r = run_cli(*base, "--resume")
     assert r.exit_code == 0 and (out / "rte" / "results.json").is_file() and "kept" not in r.stdout
+
+
+def test_an_output_in_use_is_refused_in_one_line(tmp_path, debug_model_dir):
+    from bl2.locks import hold
+
+    data = tmp_path / "glue"
+    write_rte(data, 8, "train")
+    write_rte(data, 8, "valid")
+    out = tmp_path / "ft"
+    with hold(out, "fine-tuning output"):  # another `bl2 finetune` writing there
+        r = run_cli("finetune", debug_model_dir, "--task", "rte", "--data-dir", data, "--out", out, "--epochs", "1",
+                    "--device", "cpu")
+    assert_user_error(r, "in use by")
+    assert not out.exists()

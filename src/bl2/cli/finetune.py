@@ -64,15 +64,15 @@ def finetune(
 
     from bl2.eval.blimp import check_model_dirs
     from bl2.eval.finetune.tasks import TASKS
-    from bl2.eval.finetune.train import finetune_task
+    from bl2.locks import hold, require_free
     from bl2.progress import console
-    from bl2.runtime import pick_device
     from bl2.storage import write_text_atomic
 
     check_model_dirs([model])  # a config.json and tokenizer files, before any work
     require(data_dir.is_dir(), f"--data-dir {data_dir} not found")
     require(task == "all" or task in TASKS, f"unknown task {task!r}; choose one of {TASK_CHOICES}")
     require(not (resume and overwrite), "pass --resume or --overwrite, not both")
+    require_free(out, "fine-tuning output")  # in use by another run: say so, not "already exists"
     require(overwrite or resume or not out.exists(), f"{out} already exists; pass --resume to continue it or "
             "--overwrite to replace it")
     require(max_train_examples is None or max_train_examples >= 1, "--max-train-examples must be >= 1")
@@ -86,26 +86,37 @@ def finetune(
                                        warmup_proportion=warmup_proportion, schedule=schedule, seed=seed,
                                        max_length=max_length).items() if v is not None}
     hypers = {t: hyper_of(t, recipe, recipe_file, overrides) for t in tasks}
-    results = {}
-    for t in tasks:
-        r = finished(out / t, model, hypers[t], head, select, max_train_examples) if resume else None
-        if r is None:
-            r = finetune_task(model, data_dir, t, hypers[t], out / t, pick_device(device), select,
-                              max_train_examples, head=head)
-        else:
-            console.print(f"{t}: finished earlier in {out / t}, kept (--resume)")
-        results[t] = r
-        console.print(f"{t}: {r['metric']} {100 * r['score']:.2f} (accuracy {100 * r['metrics']['accuracy']:.2f}; "
-                      f"majority class {100 * r['majority_baseline']:.2f}; epoch {r['selected_epoch']}, {select})")
-        if babylm_results is not None:
-            folder = babylm_results / model.stem / "main" / "finetune" / t
-            folder.mkdir(parents=True, exist_ok=True)
-            write_text_atomic(folder / "predictions.json", (out / t / "predictions.json").read_text())
-    average = sum(r["score"] for r in results.values()) / len(results)
-    write_text_atomic(out / "results.json", json.dumps({
-        "kind": "finetune", "model": str(model), "head": head, "tasks": results, "average": average,
-        "select": select, "recipe": str(recipe_file or recipe)}, indent=2) + "\n")
+    with hold(out, "fine-tuning output"):  # one writer: a second `bl2 finetune --out` here stops with one line
+        results = {t: _task(model, data_dir, t, hypers[t], out, device, select, max_train_examples, head, resume,
+                            babylm_results) for t in tasks}
+        average = sum(r["score"] for r in results.values()) / len(results)
+        write_text_atomic(out / "results.json", json.dumps({
+            "kind": "finetune", "model": str(model), "head": head, "tasks": results, "average": average,
+            "select": select, "recipe": str(recipe_file or recipe)}, indent=2) + "\n")
     console.print(f"average over {', '.join(results)}: {100 * average:.2f} (each task's headline metric)")
+
+
+def _task(model: Path, data_dir: Path, t: str, hyper, out: Path, device: str, select: str, max_train: int | None,
+          head: str, resume: bool, babylm_results: Path | None) -> dict:
+    """One task: fine-tuned (or, with --resume, kept when finished with these settings), its line printed and
+    its predictions copied to the official layout when asked."""
+    from bl2.eval.finetune.train import finetune_task
+    from bl2.progress import console
+    from bl2.runtime import pick_device
+    from bl2.storage import write_text_atomic
+
+    r = finished(out / t, model, hyper, head, select, max_train) if resume else None
+    if r is None:
+        r = finetune_task(model, data_dir, t, hyper, out / t, pick_device(device), select, max_train, head=head)
+    else:
+        console.print(f"{t}: finished earlier in {out / t}, kept (--resume)")
+    console.print(f"{t}: {r['metric']} {100 * r['score']:.2f} (accuracy {100 * r['metrics']['accuracy']:.2f}; "
+                  f"majority class {100 * r['majority_baseline']:.2f}; epoch {r['selected_epoch']}, {select})")
+    if babylm_results is not None:
+        folder = babylm_results / model.stem / "main" / "finetune" / t
+        folder.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(folder / "predictions.json", (out / t / "predictions.json").read_text())
+    return r
 
 
 def finished(task_dir: Path, model: Path, hyper, head: str, select: str, max_train: int | None) -> dict | None:
