@@ -6,12 +6,17 @@ import os
 import random
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 from pg_server import postgres_url  # noqa: F401  (the PostgreSQL server of the sweep tests)
 
 import bl2  # noqa: F401  (first: sets OMP_WAIT_POLICY before any test module imports torch)
+
+# The fused loss's measured chunk sizes (bl2.distill.chunks) go to a file of this session, not the user's cache;
+# processes the tests start inherit it.
+os.environ["BL2_TUNE_CACHE"] = os.path.join(tempfile.mkdtemp(prefix="bl2-tune-"), "loss_chunks.json")
 
 SUBJECTS = ["the dog", "the cat", "a bird", "my mom", "the baby", "daddy", "the boys", "we", "you", "they"]
 VERBS = ["sees", "likes", "wants", "eats", "finds", "has", "takes", "makes", "gets", "holds"]

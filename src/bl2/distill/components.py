@@ -103,7 +103,7 @@ class Validator:
                  state: dict):
         self.model, self.forward_model, self.cfg, self.run, self.plan = model, forward_model, job.cfg, run, plan
         self.device, self.autocast, self.rows, self.d, self.state = device, autocast, rows, d, state
-        self.windows = job.val_windows[d.rank :: d.world_size]
+        self.windows, self.objective = job.val_windows[d.rank :: d.world_size], job.objective
 
     def due(self, step: int) -> bool:
         every = self.cfg.val_every_steps
@@ -115,11 +115,11 @@ class Validator:
         from bl2.model.io import final_hidden
         from bl2.progress import console
 
-        head = self.model.get_output_embeddings()
+        head, rows = self.model.get_output_embeddings(), self.objective.chunk_rows
         self.model.eval()
         total, count = windows_nll(lambda ids: final_hidden(self.forward_model, ids), self.windows,
                                    self.cfg.eval_batch_size, self.device, self.autocast,
-                                   nll=lambda h, labels: linear_ce_sum(h, head.weight, labels))
+                                   nll=lambda h, labels: linear_ce_sum(h, head.weight, labels, rows))
         total, count = self.d.sum(total, count)
         self.model.train()
         val_ce, state = total / max(count, 1), self.state

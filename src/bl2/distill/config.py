@@ -28,8 +28,7 @@ MODEL, OPTIM, SCHEDULE, DISTILL, CKPT, OUTPUT = "Model", "Optimisation", "Schedu
     "Output"
 # Fields that do not change what a run computes: --resume accepts new values for them.
 NOT_IDENTITY = ("log_every_steps", "ckpt_every_steps", "keep_checkpoints", "compile", "eval_batch_size",
-                "word_checkpoints", "cache_in_memory", "report_to",
-                "mlflow_uri")
+                "word_checkpoints", "cache_in_memory", "report_to", "mlflow_uri", "loss_chunk")
 # Fields added after runs were made: at these values they stay out of the identity, so older runs still resume.
 LATER_DEFAULTS = {"lr_schedule": "cosine", "attention_dropout": 0.0}
 # Fields renamed so that their option names say their unit: old run.json files, YAML files and sweep spaces
@@ -50,8 +49,10 @@ class TrainConfig:
     preset: Preset | None = opt(None, "Model preset (DESIGN §4); required: here or in --config.", MODEL)
     seq_len: int = opt(SEQ_LEN, "Tokens per training window (inputs); windows hold seq_len + 1 tokens.", MODEL)
     attention_dropout: float = opt(0.0, "Dropout on attention probabilities (HF Llama's only dropout).", MODEL)
-    compile: bool = opt(False, "torch.compile the student (same results; see BENCHMARKS.md for when it pays).",
-                        MODEL)
+    compile: bool = opt(False, "torch.compile the student (same results; 30-40 s to compile, no faster on the CPUs "
+                        "measured: BENCHMARKS.md).", MODEL)
+    loss_chunk: int = opt(0, "Positions per chunk of the fused output layer + loss: 0 = the fastest, measured "
+                          "once per machine (cached) | N; same results up to float rounding.", MODEL)
     seed: int = opt(0, "Seed of weight init, data order and window offsets (>= 0).", OPTIM)
     lr: float | None = opt(None, "Peak learning rate (preset default).", OPTIM)
     batch_size: int | None = opt(None, "Sequences per optimizer step, all processes together (preset default).",
@@ -114,7 +115,7 @@ class TrainConfig:
         for name in positive:
             value = getattr(self, name)
             require(value is None or value >= 1, f"{name} must be >= 1, got {value}")
-        for name in ("seed", "warmup_steps", "weight_decay", "grad_clip"):
+        for name in ("seed", "warmup_steps", "weight_decay", "grad_clip", "loss_chunk"):
             require(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
         require(self.lr > 0 and self.eps > 0 and self.temperature > 0,
                 f"lr, eps and temperature must be > 0, got {self.lr}, {self.eps}, {self.temperature}")

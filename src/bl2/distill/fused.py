@@ -30,9 +30,10 @@ from typing import NamedTuple
 
 import torch
 
-# CPU: 32 MB of fp32 per [P, V] buffer (524 positions at V = 16k). Measured on the 2-core VM (tiny head, 4,096
-# positions, loss + output layer forward and backward): 2^20 elements 0.80 s, 2^22 0.56 s, 2^23 0.48-0.53 s,
-# 2^24 0.50 s, 2^26 0.57-0.63 s: bigger matmuls win until the chunk's passes fall out of the caches.
+# The default chunk when none is given (`chunks.py` measures the best one per machine; the training loop passes
+# that). CPU: 32 MB of fp32 per [P, V] buffer (524 positions at V = 16k); measured on the first 2-core VM (tiny
+# head, 4,096 positions, loss + output layer forward and backward): 2^20 elements 0.80 s, 2^22 0.56 s, 2^23
+# 0.48-0.53 s, 2^24 0.50 s, 2^26 0.57-0.63 s: bigger matmuls win until the chunk's passes fall out of the caches.
 CHUNK_ELEMENTS = 1 << 23
 CHUNK_ELEMENTS_GPU = 1 << 26  # GPU: fewer, larger chunks (kernel launches, not caches, are the cost there)
 TINY = torch.finfo(torch.float32).tiny
@@ -159,18 +160,21 @@ MODES = {None: ce_only, "full": full, "topk": topk, "sparse": sparse}  # sample,
 
 
 # ------------------------------------------------------------------------------------------------ driver
-def chunk_rows(vocab: int, device: torch.device) -> int:
+def chunk_rows(vocab: int, device: torch.device, rows: int | None = None) -> int:
+    """Positions per chunk: `rows` when given (the loop's measured choice, chunks.py), else the default rule."""
+    if rows:
+        return rows
     elements = CHUNK_ELEMENTS_GPU if device.type == "cuda" else CHUNK_ELEMENTS
     return max(1, elements // vocab)
 
 
 def linear_loss_and_grad(h_NH: torch.Tensor, w_VH: torch.Tensor, labels_N: torch.Tensor, mode: str | None,
-                         targets: dict, w: Weights, compute_dtype: torch.dtype):
+                         targets: dict, w: Weights, compute_dtype: torch.dtype, rows: int | None = None):
     """Sums over positions (CE sum, KL sum or None) of the loss of logits h W^T, and d(total)/dh [N, H] and
-    d(total)/dW [V, H]. The logits' matmuls run in `compute_dtype` (bf16 under CUDA autocast), the loss maths
-    in fp32 (fp64 stays fp64)."""
+    d(total)/dW [V, H], `rows` positions at a time (None: the default rule). The logits' matmuls run in
+    `compute_dtype` (bf16 under CUDA autocast), the loss maths in fp32 (fp64 stays fp64)."""
     n, v = h_NH.shape[0], w_VH.shape[0]
-    fn, step = MODES[mode], chunk_rows(v, h_NH.device)
+    fn, step = MODES[mode], chunk_rows(v, h_NH.device, rows)
     math_dtype = torch.promote_types(h_NH.dtype, torch.float32)
     hc, wc = h_NH.to(compute_dtype), w_VH.to(compute_dtype)
     grad_h = torch.empty_like(h_NH)
@@ -196,12 +200,13 @@ def linear_loss_and_grad(h_NH: torch.Tensor, w_VH: torch.Tensor, labels_N: torch
     return ce_sum, kl_sum, grad_h, grad_w.to(w_VH.dtype)
 
 
-def linear_ce_sum(hidden_BLH: torch.Tensor, weight_VH: torch.Tensor, labels_BL: torch.Tensor) -> torch.Tensor:
+def linear_ce_sum(hidden_BLH: torch.Tensor, weight_VH: torch.Tensor, labels_BL: torch.Tensor,
+                  rows: int | None = None) -> torch.Tensor:
     """Summed CE of the logits hidden @ weight^T, chunk by chunk (validation: no [B, L, V] logits; call it
     without grad)."""
     hdim, v = hidden_BLH.shape[-1], weight_VH.shape[0]
     h, labels = hidden_BLH.reshape(-1, hdim), labels_BL.reshape(-1, 1)
-    compute_dtype, n, step = _compute_dtype(h), len(h), chunk_rows(v, h.device)
+    compute_dtype, n, step = _compute_dtype(h), len(h), chunk_rows(v, h.device, rows)
     hc, wc = h.to(compute_dtype), weight_VH.to(compute_dtype)
     buf = torch.empty(min(step, n), v, dtype=torch.promote_types(h.dtype, torch.float32), device=h.device)
     total = torch.zeros((), dtype=buf.dtype, device=h.device)
@@ -227,12 +232,13 @@ def _compute_dtype(x: torch.Tensor) -> torch.dtype:
 
 
 class FusedLinearLoss(torch.autograd.Function):
-    """total, ce_mean, kl_reduced = FusedLinearLoss.apply(hidden_BLH, weight_VH, labels_BL, spec, names, *targets):
-    the loss of the logits hidden @ weight^T, with spec a LossSpec and names the target tensors' names. Only
-    `total` carries a gradient (to hidden and weight); ce and kl are for logging."""
+    """total, ce_mean, kl_reduced = FusedLinearLoss.apply(hidden_BLH, weight_VH, labels_BL, spec, rows, names,
+    *targets): the loss of the logits hidden @ weight^T, with spec a LossSpec, rows the positions per chunk (None:
+    the default rule) and names the target tensors' names. Only `total` carries a gradient (to hidden and
+    weight); ce and kl are for logging."""
 
     @staticmethod
-    def forward(ctx, hidden_BLH, weight_VH, labels_BL, spec, names: list[str], *tensors):
+    def forward(ctx, hidden_BLH, weight_VH, labels_BL, spec, rows: int | None, names: list[str], *tensors):
         b, seq, hdim = hidden_BLH.shape
         n = b * seq
         compute_dtype = _compute_dtype(hidden_BLH)
@@ -243,12 +249,12 @@ class FusedLinearLoss(torch.autograd.Function):
         kind = "sparse" if "sparse_w" in targets else spec.mode  # sample and hybrid: objective.fused_targets
         with torch.autocast(hidden_BLH.device.type, enabled=False):
             ce_sum, kl_sum, grad_h, grad_w = linear_loss_and_grad(
-                hidden_BLH.reshape(n, hdim), weight_VH, labels_BL.reshape(n), kind, targets, w, compute_dtype)
+                hidden_BLH.reshape(n, hdim), weight_VH, labels_BL.reshape(n), kind, targets, w, compute_dtype, rows)
         ce = ce_sum / n
         kl = kl_sum * kl_scale if spec.mode else torch.zeros_like(ce)
         total = alpha * ce + (1.0 - alpha) * T * T * kl if spec.mode else ce.clone()
         ctx.save_for_backward(grad_h.view(b, seq, hdim), grad_w)
-        ctx.n_inputs = 5 + len(tensors)
+        ctx.n_inputs = 6 + len(tensors)
         ctx.mark_non_differentiable(ce, kl)
         return total, ce, kl
 

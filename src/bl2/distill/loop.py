@@ -64,7 +64,9 @@ def train(job, out: str, resume: bool = False, overwrite: bool = False, device: 
     model = build_model(cfg.preset, job.identity["vocab_size"], cfg.seq_len, cfg.seed,
                         attention_dropout=cfg.attention_dropout).to(device)
     prov = provenance(device) | {"world_size": d.world_size, "backend": dist_backend()}
-    run.write_run_json({"config": cfg.to_dict(), "provenance": prov, "dtype": reason,
+    chunk = d.on_main(lambda: _loss_chunk(cfg, model, job, run if resume else None, device, autocast, d.world_size))
+    job.objective.chunk_rows = chunk["rows"]  # rank 0's choice on every rank
+    run.write_run_json({"config": cfg.to_dict(), "provenance": prov, "dtype": reason, "loss_chunk": chunk,
                         "n_params": count_params(model), "started": time.strftime("%Y-%m-%dT%H:%M:%S")} | job.info)
     console.print(f"{job.identity['command']}: preset {cfg.preset} ({count_params(model) / 1e6:.2f}M params) on "
                   f"{device}" + (f" x {d.world_size} processes ({dist_backend()})" if d.enabled else "")
@@ -82,6 +84,23 @@ def train(job, out: str, resume: bool = False, overwrite: bool = False, device: 
         if reporter:
             reporter.close(status)
         d.barrier()
+
+
+def _loss_chunk(cfg, model, job, resumed, device: str, autocast, world_size: int) -> dict:
+    """Positions per chunk of the fused loss (chunks.py): --loss-chunk, the resumed run's own (`resumed`: its
+    RunDir), or the machine's fastest for this run's micro-batch."""
+    from bl2.distill import chunks
+    from bl2.progress import console
+    from bl2.runs import record
+
+    previous = resumed and (record.find(resumed.path) or {}).get("loss_chunk", {}).get("rows")
+    positions = cfg.batch_size // (world_size * cfg.grad_accum) * cfg.seq_len
+    head = model.get_output_embeddings().weight
+    chunk = chunks.choose(cfg.loss_chunk, head.shape[1], head.shape[0], positions, device, autocast, previous,
+                          announce=lambda: console.print("fused loss: measuring chunk sizes on this machine (once; "
+                                                         f"cached in {chunks.cache_path()})"))
+    console.print(f"fused loss: {chunk['rows']} positions per chunk ({chunk['how']})")
+    return chunk
 
 
 def _reporter(job, run, resume: bool):

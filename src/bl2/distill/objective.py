@@ -118,11 +118,12 @@ class Objective:
     def __init__(self, spec: LossSpec, targets=None):
         self.spec = spec
         self.targets = targets or (no_targets if spec.mode is None else cached_targets)
+        self.chunk_rows: int | None = None  # positions per chunk of the fused loss (the loop sets it: chunks.py)
 
     def __call__(self, hidden_BLH: torch.Tensor, weight_VH: torch.Tensor, batch: Batch) -> LossParts:
         tgt = fused_targets(self.spec, self.targets(self.spec, batch))
-        total, ce, kl = FusedLinearLoss.apply(hidden_BLH, weight_VH, batch.input_ids[:, 1:], self.spec, list(tgt),
-                                              *tgt.values())
+        total, ce, kl = FusedLinearLoss.apply(hidden_BLH, weight_VH, batch.input_ids[:, 1:], self.spec,
+                                              self.chunk_rows, list(tgt), *tgt.values())
         return LossParts(total, ce, kl if self.spec.mode else None)
 
     def reference(self, logits_BLV: torch.Tensor, batch: Batch) -> LossParts:
