@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -35,6 +36,7 @@ import time
 from pathlib import Path
 
 BASE = "hf-trainer-ce"
+COMPILED = "+compiled"  # suffix of a configuration run under torch.compile
 
 
 def bench_cfg(args, alpha: float, cache_in_memory: str = "auto"):
@@ -42,7 +44,8 @@ def bench_cfg(args, alpha: float, cache_in_memory: str = "auto"):
 
     return TrainConfig(preset=args.preset, batch_size=args.batch_size, max_steps=args.warmup + args.steps,
                        log_every_steps=1, ckpt_every_steps=10**6, eval_batch_size=8, alpha=alpha,
-                       shuffle_buffer=args.shuffle_buffer, cache_in_memory=cache_in_memory)
+                       shuffle_buffer=args.shuffle_buffer, cache_in_memory=cache_in_memory,
+                       loss_chunk=args.loss_chunk, compile=args.compile == "yes")
 
 
 def hwm_mb() -> float | None:
@@ -74,7 +77,7 @@ def child_bl2(args, out: Path) -> tuple[list[float], float | None]:
     peaks = []
     train(dataclasses.replace(job, val_windows=job.val_windows[:64]), str(out), overwrite=True, device=args.device,
           hooks=[lambda row: row["kind"] == "train" and peaks.append(hwm_mb())])
-    tps = [r["tokens_per_s"] for r in metrics.read(out / "metrics.jsonl", "train")][args.warmup:]
+    tps = [r["tokens_per_s"] for r in metrics.read(out / "metrics.jsonl", "train")]
     return [args.batch_size * 128 / t for t in tps], peaks[-1]
 
 
@@ -115,36 +118,43 @@ def child_trainer(args, out: Path) -> tuple[list[float], float | None]:
                               max_steps=cfg.max_steps, learning_rate=cfg.lr, warmup_steps=cfg.warmup_steps,
                               lr_scheduler_type="cosine", weight_decay=cfg.weight_decay, save_strategy="no",
                               report_to=[], logging_steps=10**6, disable_tqdm=True, seed=cfg.seed,
-                              dataloader_num_workers=0, use_cpu=device == "cpu", bf16=device.startswith("cuda"))
+                              dataloader_num_workers=0, use_cpu=device == "cpu", bf16=device.startswith("cuda"),
+                              torch_compile=args.compile == "yes")
     clock = Clock()
     Trainer(model=model, args=targs, train_dataset=Windows(), callbacks=[clock]).train()
-    steps = [b - a for a, b in zip(clock.ends, clock.ends[1:])]
-    return steps[args.warmup:], clock.peak
+    return [b - a for a, b in zip(clock.ends, clock.ends[1:])], clock.peak
 
 
 def child(args) -> None:
-    """Run one configuration; print {step_s, step_peak_rss_mb, peak_rss_mb} as JSON."""
+    """Run one configuration; print {step_s, warmup_s, step_peak_rss_mb, peak_rss_mb} as JSON (warmup_s: the
+    unmeasured first steps together, compilation included under --compile)."""
     from bl2.runtime import tune_allocator
 
     tune_allocator()  # what the bl2 CLI does first thing; the Trainer runs with the same setting
     out = Path(args.workdir) / args.config.replace(":", "_").replace("/", "_")
     steps, step_peak = child_trainer(args, out) if args.config == BASE else child_bl2(args, out)
+    warmup_s, steps = sum(steps[:args.warmup]), steps[args.warmup:]
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
     import torch
 
     # accelerator memory: what the claim "teachers never occupy accelerator memory" is measured by
     cuda_mb = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
-    print("BENCH_RESULT " + json.dumps({"step_s": steps, "step_peak_rss_mb": step_peak, "peak_rss_mb": peak_mb,
-                                        "peak_cuda_mb": cuda_mb}))
+    print("BENCH_RESULT " + json.dumps({"step_s": steps, "warmup_s": warmup_s, "step_peak_rss_mb": step_peak,
+                                        "peak_rss_mb": peak_mb, "peak_cuda_mb": cuda_mb}))
 
 
 def run_child(args, config: str, workdir: str) -> dict:
+    config, compiled = config.removesuffix(COMPILED), config.endswith(COMPILED)
     cmd = [sys.executable, __file__, "--child", config, "--workdir", workdir, "--data", str(args.data),
            "--preset", args.preset, "--batch-size", str(args.batch_size), "--steps", str(args.steps),
-           "--warmup", str(args.warmup), "--shuffle-buffer", str(args.shuffle_buffer), "--device", args.device]
+           "--warmup", str(args.warmup), "--shuffle-buffer", str(args.shuffle_buffer), "--device", args.device,
+           "--loss-chunk", str(args.loss_chunk), "--compile", "yes" if compiled else "no"]
     if args.teachers:
         cmd += ["--teachers", args.teachers]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
+    # each child compiles from an empty inductor cache: its warm-up is what a first run on a machine pays (later
+    # runs of the same shapes reuse the cache in /tmp and compile faster)
+    env = os.environ | {"TORCHINDUCTOR_CACHE_DIR": tempfile.mkdtemp(prefix="inductor-", dir=workdir)}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout, env=env)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("BENCH_RESULT ")]
     if proc.returncode != 0 or not lines:
         sys.exit(f"configuration {config} failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}")
@@ -154,22 +164,29 @@ def run_child(args, config: str, workdir: str) -> dict:
 def configurations(args) -> list[str]:
     """hf-trainer-ce, ce, cache-ram:PATH and cache-stream:PATH per cache, online."""
     caches = [c for c in (args.cache or "").split(",") if c]
-    return [BASE, "ce"] + [f"{kind}:{c}" for c in caches for kind in ("cache-ram", "cache-stream")] + (
+    eager = [BASE, "ce"] + [f"{kind}:{c}" for c in caches for kind in ("cache-ram", "cache-stream")] + (
         ["online"] if args.teachers else [])
+    if args.only:
+        keep = set(args.only.split(",")) | {BASE, "ce"}
+        eager = [c for c in eager if c.partition(":")[0] in keep]
+    compiled = [c + COMPILED for c in eager]
+    return {"no": eager, "yes": compiled, "both": [c for pair in zip(eager, compiled) for c in pair]}[args.compile]
 
 
 def label(config: str) -> str:
-    """cache-ram:/x/topk64.zarr -> cache-ram:topk (the cache's mode)."""
+    """cache-ram:/x/topk64.zarr -> cache-ram:topk (the cache's mode); a compiled one ends in +compiled."""
+    config, suffix = config.removesuffix(COMPILED), COMPILED if config.endswith(COMPILED) else ""
     kind, _, path = config.partition(":")
     if not path:
-        return kind
+        return kind + suffix
     from bl2.cache.reader import CacheReader
 
-    return f"{kind}:{CacheReader(path).mode}"
+    return f"{kind}:{CacheReader(path).mode}{suffix}"
 
 
 def report(args, results: dict[str, list[dict]]) -> dict:
-    """Medians per configuration and their ratios; peak RSS as medians over repeats (it varies from run to run)."""
+    """Medians per configuration and their ratios (to the eager Trainer and bl2 CE when they ran, else to the
+    compiled ones); peak RSS as medians over repeats (it varies from run to run)."""
     summary = {}
     for config, runs in results.items():
         step_peaks = [r["step_peak_rss_mb"] or r["peak_rss_mb"] for r in runs]
@@ -178,11 +195,14 @@ def report(args, results: dict[str, list[dict]]) -> dict:
             "step_peak_rss_mb": statistics.median(step_peaks), "step_peak_rss_range_mb": [min(step_peaks),
                                                                                         max(step_peaks)],
             "peak_rss_mb": statistics.median(r["peak_rss_mb"] for r in runs),
+            "warmup_s": statistics.median(r["warmup_s"] for r in runs),
             "peak_cuda_mb": None if runs[0].get("peak_cuda_mb") is None else statistics.median(
                 r["peak_cuda_mb"] for r in runs)}
-    base, ce = summary[BASE], summary["ce"]
+    base = summary.get(BASE) or summary[BASE + COMPILED]
+    ce = summary.get("ce") or summary["ce" + COMPILED]
     print(f"\n{'configuration':20s} {'step s':>7s} {'x Trainer':>9s} {'x bl2 CE':>8s} | {'step peak RSS':>13s} "
-          f"{'x bl2 CE':>8s} {'x Trainer':>9s} {'range':>9s} | {'process peak':>12s} {'x bl2 CE':>8s}")
+          f"{'x bl2 CE':>8s} {'x Trainer':>9s} {'range':>9s} | {'process peak':>12s} {'x bl2 CE':>8s} | "
+          f"{'warm-up s':>9s}")
     for name, s in summary.items():
         s["step_vs_trainer"] = s["median_step_s"] / base["median_step_s"]
         s["step_vs_ce"] = s["median_step_s"] / ce["median_step_s"]
@@ -192,7 +212,8 @@ def report(args, results: dict[str, list[dict]]) -> dict:
         lo, hi = s["step_peak_rss_range_mb"]
         print(f"{name:20s} {s['median_step_s']:7.3f} {s['step_vs_trainer']:9.2f} {s['step_vs_ce']:8.2f} | "
               f"{s['step_peak_rss_mb']:9.0f} MiB {s['step_rss_vs_ce']:8.2f} {s['step_rss_vs_trainer']:9.2f} "
-              f"{lo:4.0f}-{hi:4.0f} | {s['peak_rss_mb']:8.0f} MiB {s['rss_vs_ce']:8.2f}")
+              f"{lo:4.0f}-{hi:4.0f} | {s['peak_rss_mb']:8.0f} MiB {s['rss_vs_ce']:8.2f} | {s['warmup_s']:9.1f}")
+    print(f"warm-up: the {args.warmup} unmeasured first steps together (torch.compile compiles there)")
     print("step peak RSS: at the last measured step; process peak: at exit (bl2's final validation and saves, "
           "the Trainer's end of training)")
     if ce.get("peak_cuda_mb"):
@@ -223,6 +244,11 @@ def main() -> None:
     p.add_argument("--shuffle-buffer", type=int, default=2048, help="streaming: windows in the shuffle buffer")
     p.add_argument("--only", default=None, help="comma-separated configuration kinds to run (hf-trainer-ce and ce "
                    "always run: the ratios need them)")
+    p.add_argument("--loss-chunk", type=int, default=0, help="bl2: positions per fused-loss chunk (0: measured "
+                   "per machine, as `bl2 pretrain`; 524 = the fixed 2^23-element chunk of before)")
+    p.add_argument("--compile", choices=["no", "yes", "both"], default="no", help="torch.compile: bl2 --compile "
+                   "and the Trainer's torch_compile=True; both: each configuration eager and compiled, interleaved "
+                   "(the warm-up steps include the compilation)")
     p.add_argument("--timeout", type=float, default=900, help="seconds a configuration may take")
     p.add_argument("--out-json", type=Path, default=None)
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
@@ -232,10 +258,10 @@ def main() -> None:
         args.config = args.child
         return child(args)
     configs = configurations(args)
-    if args.only:
-        keep = set(args.only.split(",")) | {BASE, "ce"}
-        configs = [c for c in configs if c.partition(":")[0] in keep]
     results: dict[str, list[dict]] = {c: [] for c in configs}
+    from bl2.runtime import cpu_times, steal_share
+
+    start = cpu_times()
     with tempfile.TemporaryDirectory(prefix="bl2-bench-distill-") as workdir:
         for r in range(args.repeats):
             for config in configs:
@@ -245,7 +271,7 @@ def main() -> None:
                       f" step peak RSS {last['step_peak_rss_mb'] or 0:.0f} MiB, process peak "
                       f"{last['peak_rss_mb']:.0f} MiB", flush=True)
     summary = report(args, results)
-    machine = machine_info()
+    machine = machine_info() | {"cpu_steal": steal_share(start, cpu_times())}
     print("machine: " + ", ".join(f"{k} {v}" for k, v in machine.items()))
     if args.out_json:
         args.out_json.write_text(json.dumps({"summary": summary, "machine": machine, "runs": results,

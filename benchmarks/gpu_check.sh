@@ -9,8 +9,9 @@
 #      (bf16 on CUDA), and online distillation (benchmarks/bench_distill.py, side by side);
 #   2. peak accelerator memory of distillation from the cache against CE-only and against online distillation
 #      with live teachers (the claim that teachers never occupy accelerator memory, as a number);
-#   3. cache-logits tokens/s against a bare forward pass of one teacher over the same windows;
-#   4. zero-shot items/s (`bl2 eval zero-shot`, first items of each fast-set file) when the BabyLM evaluation
+#   3. the fused output layer + loss against HF's, at each chunk size and at the one bl2 measures on this device;
+#   4. cache-logits tokens/s against a bare forward pass of one teacher over the same windows;
+#   5. zero-shot items/s (`bl2 eval zero-shot`, first items of each fast-set file) when the BabyLM evaluation
 #      data is beside the repository (../shared/data/babylm_eval_2025).
 # Everything is written under --out (default: a temporary folder), the numbers to OUT/gpu_check.json.
 set -euo pipefail
@@ -60,6 +61,12 @@ log "training steps: Trainer CE, bl2 CE, from the cache (RAM, streamed), online"
 "$PY" benchmarks/bench_distill.py --data "$OUT/data" --teachers "$TEACHERS" --cache "$OUT/cache.zarr" \
   --preset "$PRESET" --device "$DEVICE" --batch-size "$BATCH" --steps "$BENCH_STEPS" --warmup 2 --repeats 1 \
   --out-json "$OUT/bench_distill.json"
+
+log "the fused output layer + loss against HF's at each chunk size, and the one bl2 measures here"
+HIDDEN=$("$PY" -c "from bl2.model.presets import PRESETS; print(PRESETS['$PRESET'].hidden)")
+CHUNKS=$([ "$DEVICE" = cpu ] && echo 20,22,24,auto || echo 22,24,26,27,auto)
+"$PY" benchmarks/bench_loss_chunk.py --hidden "$HIDDEN" --vocab "$VOCAB" --positions $((BATCH * 128)) \
+  --chunks "$CHUNKS" --repeats 5 --device "$DEVICE" --out-json "$OUT/loss_chunk.json"
 
 if [ -d "$EVAL/fast_eval" ]; then
   log "zero-shot items/s (first $LIMIT items of each fast-set file)"

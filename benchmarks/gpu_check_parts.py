@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import time
@@ -70,7 +71,8 @@ def summary(args) -> None:
         path = out / name
         return json.loads(path.read_text()) if path.is_file() else None
 
-    doc = {"cache": read("cache.json"), "bench_distill": read("bench_distill.json")}
+    doc = {"cache": read("cache.json"), "bench_distill": read("bench_distill.json"),
+           "loss_chunk": read("loss_chunk.json")}
     zs = read("zero_shot.json")
     if zs:
         tasks = zs["systems"][0]["tasks"].values()
@@ -86,6 +88,10 @@ def summary(args) -> None:
         c = doc["cache"]
         print(f"  cache-logits {c['cache_tokens_per_s']:,.0f} tokens/s end to end vs bare teacher forwards "
               f"{c['bare_forward_tokens_per_s']:,.0f} tokens/s ({c['cache_vs_bare_forward']:.2f}x)")
+    if doc["loss_chunk"]:
+        times = {k: statistics.median(v) for k, v in doc["loss_chunk"]["times"].items()}
+        print("  output layer + loss: " + ", ".join(f"{k} {t * 1e3:.1f} ms ({t / times['hf']:.2f}x)"
+                                                       for k, t in times.items()))
     if "zero_shot_items_per_s" in doc:
         print(f"  zero-shot {doc['zero_shot_items_per_s']:,.1f} items/s")
 

@@ -117,7 +117,24 @@ def machine_info() -> dict:
             "blas": blas and blas.group(1), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "torch_threads": torch.get_num_threads(), "interop_threads": torch.get_num_interop_threads(),
             "env": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "ATEN_CPU_CAPABILITY",
-                                                   "OMP_WAIT_POLICY") if os.environ.get(k)}}
+                                                   "MKL_ENABLE_INSTRUCTIONS", "OMP_WAIT_POLICY") if os.environ.get(k)}}
+
+
+def cpu_times() -> tuple[int, int] | None:
+    """(steal, total) CPU time in clock ticks since boot, from /proc/stat (None elsewhere). Two readings give the
+    share of a timed interval that the hypervisor gave to other guests: on a shared VM, the noise in a timing."""
+    try:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return None
+    return (fields[7] if len(fields) > 7 else 0), sum(fields[:8])
+
+
+def steal_share(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
+    """The fraction of CPU time stolen between two `cpu_times()` readings."""
+    if not before or not after or after[1] <= before[1]:
+        return None
+    return (after[0] - before[0]) / (after[1] - before[1])
 
 
 def provenance(device: str = "cpu") -> dict:

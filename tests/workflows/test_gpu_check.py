@@ -24,4 +24,5 @@ def test_gpu_check_on_cpu(tmp_path):
     steps = doc["bench_distill"]["summary"]
     assert {"hf-trainer-ce", "ce", "cache-ram:topk", "cache-stream:topk", "online"} <= set(steps)
     assert doc["cache"]["cache_tokens"] == 32 * 128 and doc["cache"]["bare_forward_tokens_per_s"] > 0
-    assert "GPU check summary" in proc.stdout
+    assert "hf" in doc["loss_chunk"]["times"] and any(k.startswith("fused auto") for k in doc["loss_chunk"]["times"])
+    assert "GPU check summary" in proc.stdout and "output layer + loss: hf" in proc.stdout
