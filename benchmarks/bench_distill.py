@@ -224,12 +224,6 @@ def report(args, results: dict[str, list[dict]]) -> dict:
     return summary
 
 
-def machine_info() -> dict:
-    from bl2.runtime import machine_info as info
-
-    return info()
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", type=Path, required=True)
@@ -259,7 +253,7 @@ def main() -> None:
         return child(args)
     configs = configurations(args)
     results: dict[str, list[dict]] = {c: [] for c in configs}
-    from bl2.runtime import cpu_times, steal_share
+    from bl2.runtime import cpu_times, machine_info
 
     start = cpu_times()
     with tempfile.TemporaryDirectory(prefix="bl2-bench-distill-") as workdir:
@@ -271,7 +265,7 @@ def main() -> None:
                       f" step peak RSS {last['step_peak_rss_mb'] or 0:.0f} MiB, process peak "
                       f"{last['peak_rss_mb']:.0f} MiB", flush=True)
     summary = report(args, results)
-    machine = machine_info() | {"cpu_steal": steal_share(start, cpu_times())}
+    machine = machine_info(since=start)
     print("machine: " + ", ".join(f"{k} {v}" for k, v in machine.items()))
     if args.out_json:
         args.out_json.write_text(json.dumps({"summary": summary, "machine": machine, "runs": results,

@@ -165,7 +165,7 @@ def main() -> None:
                    "under torch.compile (fused.MODES compiled); hf with and without torch.compile")
     p.add_argument("--out-json", type=Path)
     args = p.parse_args()
-    from bl2.runtime import cpu_times, machine_info, steal_share, tune_allocator
+    from bl2.runtime import cpu_times, machine_info, tune_allocator
 
     tune_allocator()  # as the CLI
     start = cpu_times()  # the share stolen by other guests: the noise of a shared VM
@@ -185,7 +185,7 @@ def main() -> None:
     for name, ts in times.items():
         print(f"{name:28s} {statistics.median(ts):9.3f} {min(ts):7.3f} {statistics.median(ts) / base:6.2f}")
     prof = {name: profile(name, fn) for name, fn in configs.items()} if args.profile else {}
-    machine = machine_info() | {"cpu_steal": steal_share(start, cpu_times())}
+    machine = machine_info(since=start)
     print("machine: " + ", ".join(f"{k} {v}" for k, v in machine.items()))
     if args.out_json:
         args.out_json.write_text(json.dumps({"times": times, "profile": prof, "machine": machine,

@@ -103,7 +103,7 @@ def main() -> None:
     from bl2.data.batch import Batch
     from bl2.distill import chunks
     from bl2.distill.objective import LossSpec, Objective
-    from bl2.runtime import cpu_times, machine_info, steal_share, tune_allocator
+    from bl2.runtime import cpu_times, machine_info, tune_allocator
 
     tune_allocator()  # as the CLI
     start = cpu_times()  # the share stolen by other guests: the noise of a shared VM
@@ -131,7 +131,7 @@ def main() -> None:
     for ph in (*PHASES, "step"):
         a, b = summary["bl2"][ph], summary["hf"][ph]
         print(f"{ph:10s} {a:7.3f} {b:7.3f} {a - b:+9.3f}")
-    machine = machine_info() | {"cpu_steal": steal_share(start, cpu_times())}
+    machine = machine_info(since=start)
     print("machine: " + ", ".join(f"{k} {v}" for k, v in machine.items()))
     if args.out_json:
         args.out_json.write_text(json.dumps({"summary": summary, "laps": laps, "chunk": chunk, "machine": machine,

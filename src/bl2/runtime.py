@@ -103,21 +103,23 @@ def device_name(device: str) -> str:
     return f"{cpu_model()} ({torch.get_num_threads()} threads)"
 
 
-def machine_info() -> dict:
+def machine_info(since: tuple[int, int] | None | bool = False) -> dict:
     """What a CPU timing depends on, for benchmark outputs: the CPU, its cores, torch and its BLAS build, the
-    vector instructions torch's kernels use, and the thread settings."""
+    vector instructions torch's kernels use, and the thread settings; given `since` (a `cpu_times()` reading at
+    the start of the timings, None where there is none), also `cpu_steal`, the share of CPU time stolen since."""
     import re
 
     import torch
 
     blas = re.search(r"BLAS_INFO=([^,\s]+)", torch.__config__.show())
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {"cpu": cpu_model(), "cores": cores, "caches": cpu_caches(), "machine": platform.machine(),
+    info = {"cpu": cpu_model(), "cores": cores, "caches": cpu_caches(), "machine": platform.machine(),
             "torch": torch.__version__,
             "blas": blas and blas.group(1), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "torch_threads": torch.get_num_threads(), "interop_threads": torch.get_num_interop_threads(),
             "env": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "ATEN_CPU_CAPABILITY",
                                                    "MKL_ENABLE_INSTRUCTIONS", "OMP_WAIT_POLICY") if os.environ.get(k)}}
+    return info | {"cpu_steal": steal_share(since, cpu_times())} if since is not False else info
 
 
 def cpu_times() -> tuple[int, int] | None:

@@ -4,10 +4,10 @@ Why: the fastest chunk is a property of the machine (its caches, the kernels its
 matmul shapes), not of bl2: on the CPUs measured (BENCHMARKS.md, "the step on every CPU") the best lay anywhere
 from 2^22 to 2^26 elements per [P, V] buffer, and small chunks lost up to 1.8x. So, unless --loss-chunk gives a
 number, the loop measures: forward and backward of the CE loss on the run's own shapes (hidden size, vocabulary,
-positions per micro-batch) for each candidate, interleaved, the fastest (min over repeats) wins. The answer is cached per
-machine and shapes (`cache_path()`), so a machine measures once, and it goes into run.json, which a resumed run
-reuses (exact resume). Every chunk size gives the same results up to float rounding: only the order of the sums
-over chunks changes.
+positions per micro-batch) for each candidate, interleaved, the fastest (min over repeats) wins. The answer is
+cached per machine and shapes (`cache_path()`), so a machine measures once, and it goes into run.json, which a
+resumed run reuses (exact resume). Every chunk size gives the same results up to float rounding: only the order
+of the sums over chunks changes.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def measure(hidden: int, vocab: int, positions: int, device: torch.device, autoc
             repeats: int = REPEATS) -> tuple[int, dict[int, float]]:
     """(fastest rows, {rows: best seconds}) of the CE loss + output layer, forward and backward, on random
     inputs of the run's shapes; one candidate needs no measurement."""
-    from bl2.distill.fused import FusedLinearLoss
+    from bl2.distill.fused import FusedLinearLoss, chunk_rows
     from bl2.distill.objective import LossSpec
 
     rows = candidates(vocab, positions, device)
@@ -88,8 +88,6 @@ def measure(hidden: int, vocab: int, positions: int, device: torch.device, autoc
     for _ in range(repeats):  # interleaved, so a noisy moment hits every candidate alike
         for r in rows:
             best[r] = min(best[r], once(r))
-    from bl2.distill.fused import chunk_rows
-
     return pick(best, min(positions, chunk_rows(vocab, device))), best
 
 

@@ -64,7 +64,7 @@ def train(job, out: str, resume: bool = False, overwrite: bool = False, device: 
     model = build_model(cfg.preset, job.identity["vocab_size"], cfg.seq_len, cfg.seed,
                         attention_dropout=cfg.attention_dropout).to(device)
     prov = provenance(device) | {"world_size": d.world_size, "backend": dist_backend()}
-    chunk = d.on_main(lambda: _loss_chunk(cfg, model, job, run if resume else None, device, autocast, d.world_size))
+    chunk = d.on_main(lambda: _loss_chunk(cfg, model, job, run.saved, device, autocast, d.world_size))
     job.objective.chunk_rows = chunk["rows"]  # rank 0's choice on every rank
     run.write_run_json({"config": cfg.to_dict(), "provenance": prov, "dtype": reason, "loss_chunk": chunk,
                         "n_params": count_params(model), "started": time.strftime("%Y-%m-%dT%H:%M:%S")} | job.info)
@@ -86,14 +86,13 @@ def train(job, out: str, resume: bool = False, overwrite: bool = False, device: 
         d.barrier()
 
 
-def _loss_chunk(cfg, model, job, resumed, device: str, autocast, world_size: int) -> dict:
-    """Positions per chunk of the fused loss (chunks.py): --loss-chunk, the resumed run's own (`resumed`: its
-    RunDir), or the machine's fastest for this run's micro-batch."""
+def _loss_chunk(cfg, model, job, saved: dict | None, device: str, autocast, world_size: int) -> dict:
+    """Positions per chunk of the fused loss (chunks.py): --loss-chunk, the resumed run's own (`saved`: its
+    run.json), or the machine's fastest for this run's micro-batch."""
     from bl2.distill import chunks
     from bl2.progress import console
-    from bl2.runs import record
 
-    previous = resumed and (record.find(resumed.path) or {}).get("loss_chunk", {}).get("rows")
+    previous = (saved or {}).get("loss_chunk", {}).get("rows")
     positions = cfg.batch_size // (world_size * cfg.grad_accum) * cfg.seq_len
     head = model.get_output_embeddings().weight
     chunk = chunks.choose(cfg.loss_chunk, head.shape[1], head.shape[0], positions, device, autocast, previous,

@@ -76,12 +76,13 @@ class RunDir:
         """writer=False: a torchrun rank other than 0, which reads checkpoints but never writes or checks."""
         self.identity, self.tokenizer_dir, self.resume = identity, local_path(tokenizer_dir), resume
         self.writer = writer
+        self.saved: dict | None = None  # the run.json of the run this one resumes (rank 0)
         if not writer:
             self.path = local_path(path, "a run dir (--out)")
             return
         self.path = preflight(path, resume, overwrite, check_lock=False)  # again: we hold the lock now
         if resume:
-            self._check_identity()
+            self.saved = self._check_identity()
         elif record.is_run_dir(self.path):  # --overwrite of a bl2 run dir holding only bl2's files (checked above)
             shutil.rmtree(self.path)
         self.path.mkdir(parents=True, exist_ok=True)
@@ -90,7 +91,8 @@ class RunDir:
     def metrics_path(self) -> Path:
         return self.path / METRICS
 
-    def _check_identity(self) -> None:
+    def _check_identity(self) -> dict:
+        """The saved run.json, once its identity is checked against this run's."""
         saved = record.read(self.path)
         require(isinstance(saved.get("identity"), dict),
                 f"--resume: {record.path_of(self.path)} has no run identity: not a run dir bl2 can continue")
@@ -100,6 +102,7 @@ class RunDir:
         diff = sorted(_diff(saved_identity, json.loads(json.dumps(self.identity))))
         if diff:
             raise UserError(f"--resume: {self.path} was made with a different configuration ({', '.join(diff[:6])})")
+        return saved
 
     def resume_checkpoint(self) -> Path | None:
         return checkpoint.latest(self.path) if self.resume else None
